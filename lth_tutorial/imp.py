@@ -1,0 +1,326 @@
+"""Iterative magnitude pruning (IMP; Frankle & Carbin 2019) with pluggable reset strategies and controls.
+
+One IMP run::
+
+    round 0: train the dense network from W0                        -> W_T(0)
+    round r: mask_r = prune(|W_T(r-1)|, fraction, mask_(r-1))         (remove `fraction` of the remaining weights)
+             start weights = reset(mask_r, ...)                        ("init": mask_r * W0)
+             train the masked network                                  -> W_T(r)
+
+Controls, trained at every round r >= 1 with the same per-layer densities as the ticket (Frankle & Carbin, Fig. 4):
+
+* ``reinit``: the ticket's mask with a fresh random initialisation (same scheme, new seed);
+* ``random``: a random mask with the ticket's per-layer kept counts, started from the ticket's start weights.
+
+Every training run goes through the run store (:mod:`lth_tutorial.store`): a run interrupted after round r restarts
+from there with bit-identical masks and accuracies, and repeating a run loads it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+
+from . import cost, models, scores
+from .data import Dataset
+from .masks import Mask, prune, random_mask_like
+from .store import RunStore, cached_train, default_store
+from .training import TrainConfig, TrainResult
+
+__all__ = ["Reset", "InitReset", "RESETS", "make_reset", "RoundResult", "IMPResult", "run", "CONTROLS"]
+
+CONTROLS = ("reinit", "random")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Reset strategies
+
+
+@dataclass(frozen=True)
+class RoundStart:
+    """Where a pruned round starts: the weights (before masking), the schedule position and the step count."""
+
+    state: dict[str, torch.Tensor]
+    start_iteration: int
+    iterations: int | None  # None = to the end of the schedule
+
+
+class Reset:
+    """How the surviving weights are set after each pruning step. Subclasses override :meth:`start`.
+
+    Attributes:
+        name: the strategy's name (``lth imp --reset NAME``).
+    """
+
+    name = "reset"
+
+    def snapshots_needed(self, config: TrainConfig) -> tuple[int, ...]:
+        """Iterations of the dense run whose weights :meth:`start` will read."""
+        return (0,)
+
+    def start(self, *, init_state: dict, dense: TrainResult, previous: TrainResult,
+              config: TrainConfig) -> RoundStart:
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        """Plain-data description, part of cache keys and exported results."""
+        return {"name": self.name}
+
+
+class InitReset(Reset):
+    """Frankle & Carbin's reset: survivors go back to their initial values W0; the full schedule is replayed."""
+
+    name = "init"
+
+    def start(self, *, init_state, dense, previous, config):
+        return RoundStart(state=init_state, start_iteration=0, iterations=None)
+
+
+RESETS: dict[str, Callable[..., Reset]] = {"init": InitReset}
+
+
+def make_reset(name: str | Reset, **options) -> Reset:
+    """A reset strategy by name (see ``RESETS``), or pass a :class:`Reset` through."""
+    if isinstance(name, Reset):
+        return name
+    if name not in RESETS:
+        raise ValueError(f"unknown reset strategy {name!r}; valid: {', '.join(RESETS)}")
+    return RESETS[name](**options)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Results
+
+
+@dataclass
+class RoundResult:
+    """One IMP round (round 0 = dense) and its controls.
+
+    Attributes:
+        round: 0 for the dense run, r for the r-th pruned network.
+        mask: the mask trained in this round (dense for round 0).
+        ticket: the training result of the ticket (``mask`` applied to the reset weights).
+        start_state: the weights the ticket started from, already masked (``mask * reset weights``).
+        controls: ``{"reinit": TrainResult, "random": TrainResult}`` (empty for round 0 or when disabled).
+        control_masks: the masks the controls used (``reinit`` shares the ticket's).
+        train_flops: estimated FLOPs of the ticket's training in this round, counting only unpruned weights
+            (:mod:`lth_tutorial.cost`).
+    """
+
+    round: int
+    mask: Mask
+    ticket: TrainResult
+    start_state: dict[str, torch.Tensor] | None = None
+    controls: dict[str, TrainResult] = field(default_factory=dict)
+    control_masks: dict[str, Mask] = field(default_factory=dict)
+    train_flops: int = 0
+
+    @property
+    def density(self) -> float:
+        return self.mask.density
+
+    def records(self, seed: int) -> list[dict]:
+        """Plain-data rows: the ticket's, then each control's."""
+        rows = []
+        for kind, res in [("ticket", self.ticket), *self.controls.items()]:
+            rows.append({
+                "round": self.round, "density": self.density, "kind": kind, "seed": seed,
+                "layer_densities": (self.control_masks.get(kind, self.mask)).layer_densities(),
+                "final_test_accuracy": res.final_test_accuracy, "best_test_accuracy": res.best_test_accuracy,
+                "best_iteration": res.best_iteration, "start_iteration": res.start_iteration,
+                "iterations_trained": res.iterations_trained, "history": res.history,
+            })
+        return rows
+
+
+@dataclass
+class IMPResult:
+    """All rounds of one IMP run plus the settings that produced it."""
+
+    rounds: list[RoundResult]
+    settings: dict
+    init_state: dict[str, torch.Tensor]
+
+    @property
+    def densities(self) -> list[float]:
+        return [r.density for r in self.rounds]
+
+    @property
+    def masks(self) -> list[Mask]:
+        return [r.mask for r in self.rounds]
+
+    def records(self) -> list[dict]:
+        """One plain dict per (round, kind): density, accuracies, early-stopping iteration, history, and the
+        search cost -- the training iterations and estimated FLOPs that IMP spent on the ticket's rounds 0..r to
+        reach this density (Renda et al.'s "search cost"; controls are not counted)."""
+        seed = self.settings["seed"]
+        rows, search_iterations, search_flops = [], 0, 0
+        for r in self.rounds:
+            search_iterations += r.ticket.iterations_trained
+            search_flops += r.train_flops
+            for row in r.records(seed):
+                row.update(search_iterations=search_iterations, search_flops=search_flops)
+                rows.append(row)
+        return rows
+
+    def to_json(self, path: str | os.PathLike | None = None) -> str:
+        """JSON text of ``{"settings": ..., "records": [...]}``; also written to ``path`` when given."""
+        text = json.dumps({"settings": self.settings, "records": self.records()}, indent=1,
+                          default=lambda o: None if o != o else o)
+        if path is not None:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_text(text)
+        return text
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The IMP loop
+
+
+def _validate(rounds: int, fraction: float, scope: str, controls: Iterable[str]) -> tuple[str, ...]:
+    if int(rounds) != rounds or rounds < 0:
+        raise ValueError(f"rounds must be a whole number >= 0, got {rounds}")
+    if not 0.0 < float(fraction) < 1.0:
+        raise ValueError(f"fraction must lie strictly between 0 and 1 (share of the remaining weights removed per "
+                         f"round), got {fraction}")
+    if scope not in ("global", "layer"):
+        raise ValueError(f"scope must be 'global' or 'layer', got {scope!r}")
+    controls = tuple(controls)
+    unknown = [c for c in controls if c not in CONTROLS]
+    if unknown:
+        raise ValueError(f"unknown controls {unknown}; valid: {', '.join(CONTROLS)}")
+    return controls
+
+
+def _control_seed(seed: int, round_index: int, kind: str) -> int:
+    """A deterministic seed per (run seed, round, control) that never equals the ticket's init seed."""
+    return 1_000_003 * (int(seed) + 1) + 1_009 * round_index + CONTROLS.index(kind) + 1
+
+
+def run(
+    data: Dataset,
+    model: str,
+    config: TrainConfig,
+    rounds: int = 8,
+    fraction: float = 0.2,
+    scope: str = "global",
+    output_fraction: float | None = None,
+    reset: str | Reset = "init",
+    controls: Iterable[str] = CONTROLS,
+    seed: int = 0,
+    store: RunStore | bool | None = None,
+    progress: bool = True,
+    on_round: Callable[[RoundResult], None] | None = None,
+    keep_weights: bool = True,
+) -> IMPResult:
+    """Run iterative magnitude pruning.
+
+    Args:
+        data: the dataset (its device is where training runs).
+        model: an architecture name from :func:`lth_tutorial.models.names`.
+        config: training config of every round.
+        rounds: number of pruning rounds after the dense run (0 = dense only).
+        fraction: share of the remaining weights removed per round, in (0, 1).
+        scope: ``"global"`` (rank all layers together) or ``"layer"`` (each layer separately).
+        output_fraction: a different per-round fraction for the output layer (Frankle & Carbin: half the rate);
+            ``None`` = treated like the rest.
+        reset: ``"init"`` (survivors back to W0) or a :class:`Reset`.
+        controls: any of ``"reinit"``, ``"random"``.
+        seed: seed of the initialisation W0 and of the batch order.
+        store: a :class:`RunStore`, ``None`` for the default one, ``False`` to disable caching.
+        progress: progress bars (one per round and one per training run).
+        on_round: called with each :class:`RoundResult` as soon as it is finished (or loaded).
+        keep_weights: keep each round's start and final weights in memory (set False for big models).
+
+    Returns:
+        an :class:`IMPResult` with ``rounds + 1`` rounds; masks are nested and round r has density
+        ``≈ (1 - fraction) ** r``.
+    """
+    from tqdm.auto import tqdm
+
+    controls = _validate(rounds, fraction, scope, controls)
+    reset = make_reset(reset)
+    store = default_store(store)
+    device = data.device
+
+    net = models.build(model, data.input_shape, data.num_classes, seed=seed, device=device)
+    init_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+    layer_fractions = {}
+    if output_fraction is not None:
+        layer_fractions[models.output_weight_name(net)] = float(output_fraction)
+
+    settings = {
+        "dataset": data.spec, "model": model, "config": config.to_dict(), "rounds": int(rounds),
+        "fraction": float(fraction), "scope": scope, "output_fraction": output_fraction,
+        "reset": reset.describe(), "controls": list(controls), "seed": int(seed), "device": device.type,
+    }
+
+    def load_into(state: dict) -> None:
+        net.load_state_dict({k: v.to(device) for k, v in state.items()})
+
+    results: list[RoundResult] = []
+    outer = tqdm(total=rounds + 1, desc=f"IMP {model}", disable=not progress, leave=True)
+    try:
+        # Round 0: the dense network, keeping the snapshots the reset strategy will read.
+        mask = Mask.ones(net)
+        dense = cached_train(net, data, config, mask=None, seed=seed, snapshot_at=reset.snapshots_needed(config),
+                             store=store, progress=progress, desc="dense")
+        uses = cost.weight_uses(net, data.input_shape)
+
+        def flops_of(result: TrainResult, m: Mask) -> int:
+            return cost.train_flops(net, data.input_shape, result.iterations_trained, config.batch_size, m, uses)
+
+        round0 = RoundResult(0, mask, dense, start_state=init_state if keep_weights else None,
+                             train_flops=flops_of(dense, mask))
+        results.append(round0)
+        outer.update(1)
+        if on_round:
+            on_round(round0)
+
+        previous = dense
+        for r in range(1, rounds + 1):
+            final_weights = {n: previous.final_state[n] for n in mask}
+            mask = prune(scores.magnitude(final_weights), fraction, mask.cpu(), scope, layer_fractions)
+            start = reset.start(init_state=init_state, dense=dense, previous=previous, config=config)
+            load_into(start.state)
+            mask.apply(net)
+            start_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+            ticket = cached_train(net, data, config, mask=mask, seed=seed, start_iteration=start.start_iteration,
+                                  iterations=start.iterations, store=store, progress=progress,
+                                  desc=f"round {r} ticket")
+            round_result = RoundResult(r, mask, ticket, start_state=start_state if keep_weights else None,
+                                       train_flops=flops_of(ticket, mask))
+
+            for kind in controls:
+                if kind == "reinit":
+                    fresh = models.build(model, data.input_shape, data.num_classes,
+                                         seed=_control_seed(seed, r, kind), device=device)
+                    load_into({k: v.cpu() for k, v in fresh.state_dict().items()})
+                    control_mask = mask
+                else:  # random mask, same per-layer counts, same start weights as the ticket
+                    gen = torch.Generator().manual_seed(_control_seed(seed, r, kind))
+                    control_mask = random_mask_like(mask, gen)
+                    load_into(start.state)
+                round_result.controls[kind] = cached_train(
+                    net, data, config, mask=control_mask, seed=seed, start_iteration=start.start_iteration,
+                    iterations=start.iterations, store=store, progress=progress, desc=f"round {r} {kind}")
+                round_result.control_masks[kind] = control_mask
+
+            results.append(round_result)
+            previous = ticket  # the next round prunes from the ticket's final weights
+            if not keep_weights:  # only `previous` (the latest round) keeps its weights in memory
+                round_result.ticket = dataclasses.replace(ticket, final_state={}, snapshots={})
+                round_result.controls = {k: dataclasses.replace(c, final_state={})
+                                         for k, c in round_result.controls.items()}
+            outer.update(1)
+            if on_round:
+                on_round(round_result)
+    finally:
+        outer.close()
+    return IMPResult(results, settings, init_state)

@@ -1,0 +1,251 @@
+"""Architectures by name, initialised reproducibly from a seed.
+
+=================  ====================================================  ======================
+name               architecture                                          initialisation
+=================  ====================================================  ======================
+lenet_300_100      flatten -> FC 300 -> FC 100 -> FC classes (any input)   Glorot normal (F&C)
+conv2/4/6          Frankle & Carbin's CIFAR convnets: pairs of 3x3 convs  Glorot normal (F&C)
+                   (64, 128, 256 channels) with max-pooling, then
+                   FC 256 -> FC 256 -> FC classes
+vgg11/16/19        CIFAR-style VGG with batch norm, global average pool,  Kaiming normal
+                   one FC layer (as in open_lth)
+resnet20           CIFAR ResNet (He et al. 2016): 3 stages x 3 basic      Kaiming normal
+                   blocks, 16/32/64 channels, projection shortcuts
+mnist1d_cnn        three 1-D convs (32 channels, kernel 5, stride 2)      Kaiming normal
+                   -> FC classes, for sequences ``(L,)`` or ``(1, L)``
+=================  ====================================================  ======================
+
+Biases start at zero; batch-norm layers at weight 1, bias 0. Modules are created on the ``meta`` device and then
+initialised from a private ``torch.Generator`` seeded with ``seed``, so :func:`build` never touches (or depends on)
+PyTorch's global random state: the same ``(name, input_shape, num_classes, seed)`` always gives the same weights.
+Max-pooling layers are skipped once the feature map is 1 pixel wide, so every conv net also runs on 8x8 ``digits``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import nn
+
+__all__ = ["build", "names", "output_weight_name", "count_parameters", "reinitialize"]
+
+
+def _check_image_shape(name: str, input_shape: tuple[int, ...]) -> tuple[int, int, int]:
+    if len(input_shape) != 3:
+        raise ValueError(
+            f"{name} needs image inputs shaped (channels, height, width), got input_shape={tuple(input_shape)}; "
+            f"use lenet_300_100 or mnist1d_cnn for flat or 1-D data"
+        )
+    return tuple(input_shape)  # type: ignore[return-value]
+
+
+class LeNet300100(nn.Module):
+    """Fully connected LeNet-300-100 (LeCun et al. 1998) on flattened inputs of any shape."""
+
+    def __init__(self, input_shape, num_classes, hidden=(300, 100)):
+        super().__init__()
+        sizes = [math.prod(input_shape), *hidden]
+        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.fc = nn.Linear(sizes[-1], num_classes)
+
+    def forward(self, x):
+        x = x.flatten(1)
+        for layer in self.hidden:
+            x = torch.relu(layer(x))
+        return self.fc(x)
+
+
+class ConvNet(nn.Module):
+    """Frankle & Carbin's Conv-2/4/6: ``stages`` pairs of 3x3 convs + max-pool, then FC 256-256-classes."""
+
+    def __init__(self, input_shape, num_classes, stages: int):
+        super().__init__()
+        c, h, w = input_shape
+        layers: list[nn.Module] = []
+        for width in (64, 128, 256)[:stages]:
+            layers += [nn.Conv2d(c, width, 3, padding=1), nn.ReLU(), nn.Conv2d(width, width, 3, padding=1), nn.ReLU()]
+            if min(h, w) > 1:
+                layers.append(nn.MaxPool2d(2))
+                h, w = h // 2, w // 2
+            c = width
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, 256), nn.ReLU(),
+                                        nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, num_classes))
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
+VGG_CONFIGS = {
+    "vgg11": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512],
+    "vgg16": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512],
+    "vgg19": [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512],
+}
+
+
+class VGG(nn.Module):
+    """CIFAR-style VGG with batch norm; global average pooling and a single FC layer."""
+
+    def __init__(self, input_shape, num_classes, config):
+        super().__init__()
+        c, h, w = input_shape
+        layers: list[nn.Module] = []
+        for item in config:
+            if item == "M":
+                if min(h, w) > 1:
+                    layers.append(nn.MaxPool2d(2))
+                    h, w = h // 2, w // 2
+            else:
+                layers += [nn.Conv2d(c, item, 3, padding=1, bias=False), nn.BatchNorm2d(item), nn.ReLU()]
+                c = item
+        self.features = nn.Sequential(*layers)
+        self.fc = nn.Linear(c, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.features(x).mean(dim=(2, 3)))
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, c_in, c_out, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x):
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return torch.relu(out + self.shortcut(x))
+
+
+class ResNetCifar(nn.Module):
+    """He et al.'s CIFAR ResNet-(6n+2); n=3 gives ResNet-20 (~0.27M parameters)."""
+
+    def __init__(self, input_shape, num_classes, blocks_per_stage=3, width=16):
+        super().__init__()
+        c, _, _ = input_shape
+        self.conv = nn.Conv2d(c, width, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(width)
+        blocks: list[nn.Module] = []
+        c_in = width
+        for stage, c_out in enumerate((width, 2 * width, 4 * width)):
+            for i in range(blocks_per_stage):
+                blocks.append(BasicBlock(c_in, c_out, stride=2 if stage > 0 and i == 0 else 1))
+                c_in = c_out
+        self.blocks = nn.Sequential(*blocks)
+        self.fc = nn.Linear(c_in, num_classes)
+
+    def forward(self, x):
+        out = self.blocks(torch.relu(self.bn(self.conv(x))))
+        return self.fc(out.mean(dim=(2, 3)))
+
+
+class Mnist1dCNN(nn.Module):
+    """Small 1-D CNN for MNIST-1D: 3 x (Conv1d 32 channels, kernel 5, stride 2) -> FC classes."""
+
+    def __init__(self, input_shape, num_classes, channels=32):
+        super().__init__()
+        if len(input_shape) == 1:
+            c, length = 1, input_shape[0]
+        elif len(input_shape) == 2:
+            c, length = input_shape
+        else:
+            raise ValueError(f"mnist1d_cnn needs inputs shaped (length,) or (channels, length), got {input_shape}")
+        layers: list[nn.Module] = []
+        for _ in range(3):
+            layers += [nn.Conv1d(c, channels, 5, stride=2, padding=2), nn.ReLU()]
+            c, length = channels, (length + 2 * 2 - 5) // 2 + 1
+        self.features = nn.Sequential(*layers)
+        self.fc = nn.Linear(c * length, num_classes)
+
+    def forward(self, x):
+        if x.dim() == 2:
+            x = x.unsqueeze(1)
+        return self.fc(self.features(x).flatten(1))
+
+
+_GLOROT, _KAIMING = "glorot", "kaiming"
+
+_BUILDERS: dict[str, tuple[Callable[..., nn.Module], str]] = {
+    "lenet_300_100": (lambda s, k: LeNet300100(s, k), _GLOROT),
+    "conv2": (lambda s, k: ConvNet(_check_image_shape("conv2", s), k, 1), _GLOROT),
+    "conv4": (lambda s, k: ConvNet(_check_image_shape("conv4", s), k, 2), _GLOROT),
+    "conv6": (lambda s, k: ConvNet(_check_image_shape("conv6", s), k, 3), _GLOROT),
+    "vgg11": (lambda s, k: VGG(_check_image_shape("vgg11", s), k, VGG_CONFIGS["vgg11"]), _KAIMING),
+    "vgg16": (lambda s, k: VGG(_check_image_shape("vgg16", s), k, VGG_CONFIGS["vgg16"]), _KAIMING),
+    "vgg19": (lambda s, k: VGG(_check_image_shape("vgg19", s), k, VGG_CONFIGS["vgg19"]), _KAIMING),
+    "resnet20": (lambda s, k: ResNetCifar(_check_image_shape("resnet20", s), k, 3), _KAIMING),
+    "mnist1d_cnn": (lambda s, k: Mnist1dCNN(s, k), _KAIMING),
+}
+
+
+def names() -> tuple[str, ...]:
+    """All model names :func:`build` accepts."""
+    return tuple(_BUILDERS)
+
+
+def reinitialize(model: nn.Module, scheme: str, generator: torch.Generator) -> nn.Module:
+    """Re-draw every parameter of ``model`` in place from ``generator``.
+
+    Weights of Linear/Conv layers: ``"glorot"`` (normal, Glorot & Bengio 2010) or ``"kaiming"`` (normal, fan-in,
+    ReLU gain; He et al. 2015). Biases 0; batch-norm weight 1, bias 0, running statistics reset.
+    """
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)):
+                if scheme == _GLOROT:
+                    nn.init.xavier_normal_(module.weight, generator=generator)
+                elif scheme == _KAIMING:
+                    nn.init.kaiming_normal_(module.weight, nonlinearity="relu", generator=generator)
+                else:
+                    raise ValueError(f"unknown init scheme {scheme!r}; use 'glorot' or 'kaiming'")
+                if module.bias is not None:
+                    module.bias.zero_()
+            elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                module.reset_running_stats()
+                module.weight.fill_(1.0)
+                module.bias.zero_()
+    return model
+
+
+def build(name: str, input_shape, num_classes: int, seed: int = 0, device: str | torch.device = "cpu") -> nn.Module:
+    """Build architecture ``name`` for inputs of ``input_shape`` (one example, no batch dim) and ``num_classes``.
+
+    The weights depend only on ``(name, input_shape, num_classes, seed)``; the init scheme is stored on the model
+    as ``model.init_scheme`` so controls can re-draw a fresh initialisation of the same kind.
+    """
+    if name not in _BUILDERS:
+        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(names())}")
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+    make, scheme = _BUILDERS[name]
+    with torch.device("meta"):
+        model = make(tuple(int(s) for s in input_shape), int(num_classes))
+    model = model.to_empty(device="cpu")
+    generator = torch.Generator().manual_seed(int(seed))
+    reinitialize(model, scheme, generator)
+    model.init_scheme = scheme
+    model.arch_name = name
+    return model.to(device)
+
+
+def output_weight_name(model: nn.Module) -> str:
+    """Name of the output layer's weight (the last Linear layer), e.g. ``"fc.weight"``."""
+    last = None
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear):
+            last = name
+    if last is None:
+        raise ValueError("model has no Linear layer")
+    return f"{last}.weight"
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameters (all of them, prunable or not)."""
+    return sum(p.numel() for p in model.parameters())

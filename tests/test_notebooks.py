@@ -1,0 +1,21 @@
+"""Every chapter notebook runs top to bottom in quick mode, widget callbacks included, without any error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nbrun import execute
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_runs_in_quick_mode(path, tmp_path, monkeypatch):
+    monkeypatch.setenv("LTH_QUICK", "1")
+    monkeypatch.setenv("LTH_CACHE", str(tmp_path / "cache"))
+    nb, seconds, errors = execute(path, timeout=600, cwd=tmp_path)
+    print(f"{path.name}: {seconds:.1f} s in quick mode")
+    assert not errors, "\n".join(errors)
