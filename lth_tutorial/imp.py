@@ -30,68 +30,13 @@ import torch
 from . import cost, models, scores
 from .data import Dataset
 from .masks import Mask, prune, random_mask_like
+from .resets import Reset, make_reset
 from .store import RunStore, cached_train, default_store
 from .training import TrainConfig, TrainResult
 
-__all__ = ["Reset", "InitReset", "RESETS", "make_reset", "RoundResult", "IMPResult", "run", "CONTROLS"]
+__all__ = ["RoundResult", "IMPResult", "run", "CONTROLS"]
 
 CONTROLS = ("reinit", "random")
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Reset strategies
-
-
-@dataclass(frozen=True)
-class RoundStart:
-    """Where a pruned round starts: the weights (before masking), the schedule position and the step count."""
-
-    state: dict[str, torch.Tensor]
-    start_iteration: int
-    iterations: int | None  # None = to the end of the schedule
-
-
-class Reset:
-    """How the surviving weights are set after each pruning step. Subclasses override :meth:`start`.
-
-    Attributes:
-        name: the strategy's name (``lth imp --reset NAME``).
-    """
-
-    name = "reset"
-
-    def snapshots_needed(self, config: TrainConfig) -> tuple[int, ...]:
-        """Iterations of the dense run whose weights :meth:`start` will read."""
-        return (0,)
-
-    def start(self, *, init_state: dict, dense: TrainResult, previous: TrainResult,
-              config: TrainConfig) -> RoundStart:
-        raise NotImplementedError
-
-    def describe(self) -> dict:
-        """Plain-data description, part of cache keys and exported results."""
-        return {"name": self.name}
-
-
-class InitReset(Reset):
-    """Frankle & Carbin's reset: survivors go back to their initial values W0; the full schedule is replayed."""
-
-    name = "init"
-
-    def start(self, *, init_state, dense, previous, config):
-        return RoundStart(state=init_state, start_iteration=0, iterations=None)
-
-
-RESETS: dict[str, Callable[..., Reset]] = {"init": InitReset}
-
-
-def make_reset(name: str | Reset, **options) -> Reset:
-    """A reset strategy by name (see ``RESETS``), or pass a :class:`Reset` through."""
-    if isinstance(name, Reset):
-        return name
-    if name not in RESETS:
-        raise ValueError(f"unknown reset strategy {name!r}; valid: {', '.join(RESETS)}")
-    return RESETS[name](**options)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -215,6 +160,7 @@ def run(
     controls: Iterable[str] = CONTROLS,
     seed: int = 0,
     store: RunStore | bool | None = None,
+    snapshot_at: Iterable[int] = (),
     progress: bool = True,
     on_round: Callable[[RoundResult], None] | None = None,
     keep_weights: bool = True,
@@ -234,6 +180,9 @@ def run(
         controls: any of ``"reinit"``, ``"random"``.
         seed: seed of the initialisation W0 and of the batch order.
         store: a :class:`RunStore`, ``None`` for the default one, ``False`` to disable caching.
+        snapshot_at: extra iterations of the dense run to keep weights of, on top of what the reset needs. Runs
+            that ask for the same snapshots share one cached dense run (e.g. a sweep over rewinding iterations
+            passes all of its k here).
         progress: progress bars (one per round and one per training run).
         on_round: called with each :class:`RoundResult` as soon as it is finished (or loaded).
         keep_weights: keep each round's start and final weights in memory (set False for big models).
@@ -269,7 +218,8 @@ def run(
     try:
         # Round 0: the dense network, keeping the snapshots the reset strategy will read.
         mask = Mask.ones(net)
-        dense = cached_train(net, data, config, mask=None, seed=seed, snapshot_at=reset.snapshots_needed(config),
+        dense_snapshots = sorted({0, *reset.snapshots_needed(config), *(int(k) for k in snapshot_at)})
+        dense = cached_train(net, data, config, mask=None, seed=seed, snapshot_at=dense_snapshots,
                              store=store, progress=progress, desc="dense")
         uses = cost.weight_uses(net, data.input_shape)
 
