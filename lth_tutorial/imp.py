@@ -195,6 +195,7 @@ def run(
 
     controls = _validate(rounds, fraction, scope, controls)
     reset = make_reset(reset)
+    reset.validate(config)  # bad reset options fail here, before anything is trained or cached
     store = default_store(store)
     device = data.device
 
