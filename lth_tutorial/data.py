@@ -428,7 +428,8 @@ def _torchvision_arrays(name: str, root: Path, download: bool):
     try:
         _download(name, root)
     except Exception as err:  # no network, DNS failure, HTTP error, timeout...
-        raise _unavailable(name, root, f"the download failed ({type(err).__name__}: {err})") from None
+        detail = " ".join(str(err).split())[:300]  # one line, bounded
+        raise _unavailable(name, root, f"the download failed ({type(err).__name__}: {detail})") from None
     try:
         return _read_from_disk(name, root)
     except FileNotFoundError as missing:
