@@ -1,0 +1,281 @@
+"""Zhou et al. (2019), "Deconstructing lottery tickets": the experiments of chapter 04, as functions.
+
+A ticket is defined by three choices (Zhou et al.'s decomposition):
+
+* the **mask criterion** -- which weights to keep (:mod:`lth_tutorial.criteria`);
+* the **mask-1 action** -- what the kept weights start from (:mod:`lth_tutorial.rewind_variants`);
+* the **mask-0 action** -- what the pruned weights do: held at zero (``"zero"``, Frankle & Carbin) or frozen at
+  their initial value (``"freeze"``).
+
+:func:`dense_run` trains the dense network once (through the run store, so chapter 01's dense run with the same
+settings is reused), :func:`ticket_run` trains one ticket (cached too), and the ``*_sweep`` functions return plain
+row dicts for tables and figures. Pruning is one-shot to the target density, layer by layer (Zhou et al. prune
+iteratively; one shot keeps the chapter fast and isolates the three choices).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import zlib
+from dataclasses import dataclass
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from . import criteria, models, presets
+from . import rewind_variants as rewinding
+from .data import Dataset
+from .masks import Mask, prunable_parameters
+from .store import RunStore, cached_train, default_store
+from .supermasks import masked_accuracy
+from .training import TrainConfig, TrainResult, evaluate, train
+
+__all__ = ["Setting", "setting", "Dense", "dense_run", "ticket_run", "criteria_sweep", "variants_sweep",
+           "pruned_action_sweep", "untrained_sweep", "criteria_table", "PRUNED_ACTIONS", "derived_seed"]
+
+PRUNED_ACTIONS = ("zero", "freeze")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """The chapter's experiment setting (quick or full).
+
+    Attributes:
+        dataset, model: names for :func:`lth_tutorial.data.load` and :func:`lth_tutorial.models.build`.
+        config: training config of the dense run and of every ticket.
+        densities: fractions of weights kept at which tickets are trained.
+        supermask_config: optimizer config of the learned supermasks' scores.
+        supermask_density: fraction kept by edge-popup.
+        paper: the paper's setting, in words.
+    """
+
+    dataset: str
+    model: str
+    config: TrainConfig
+    densities: tuple[float, ...]
+    supermask_config: TrainConfig
+    supermask_density: float
+    paper: str
+
+
+def setting(quick: bool) -> Setting:
+    """Quick: LeNet-300-100 on MNIST-1D (CPU, seconds per run). Full: Zhou et al.'s LeNet-300-100 on MNIST.
+
+    The training configs are those of the ``lenet_mnist`` preset (chapter 01), so the dense runs are shared.
+    """
+    lenet = presets.get("lenet_mnist")
+    paper = ("Zhou et al. (2019): LeNet-300-100 (FC) on MNIST, Conv2/4/6 on CIFAR-10, trained as Frankle & Carbin "
+             "(Adam 1.2e-3, batch 60, 50,000 iterations for FC), pruned iteratively layer by layer")
+    if quick:
+        return Setting(
+            dataset="mnist1d", model="lenet_300_100",
+            config=lenet.quick.config,
+            densities=(0.2, 0.05),
+            supermask_config=TrainConfig(optimizer="adam", lr=0.01, batch_size=100, iterations=1000,
+                                         eval_every=100, schedule="cosine"),
+            supermask_density=0.5, paper=paper)
+    return Setting(
+        dataset="mnist", model="lenet_300_100",
+        config=lenet.full.config,
+        densities=(0.2, 0.05, 0.015),
+        supermask_config=TrainConfig(optimizer="adam", lr=0.01, batch_size=128, iterations=20_000,
+                                     eval_every=1000, schedule="cosine"),
+        supermask_density=0.5, paper=paper)
+
+
+def derived_seed(seed: int, *labels) -> int:
+    """A deterministic seed for one random choice of an experiment (e.g. ``(seed, "variant", "reinit")``)."""
+    text = "|".join(str(x) for x in (seed, *labels))
+    return zlib.crc32(text.encode()) & 0x7FFF_FFFF
+
+
+@dataclass
+class Dense:
+    """The dense network's run: architecture name, initial and final state dicts (CPU), the training result."""
+
+    model: str
+    init_state: dict[str, torch.Tensor]
+    final_state: dict[str, torch.Tensor]
+    result: TrainResult
+    seed: int
+
+    def prunable_names(self, data: Dataset) -> list[str]:
+        """Names of the prunable weights (Linear / Conv), in model order."""
+        return list(prunable_parameters(models.build(self.model, data.input_shape, data.num_classes, seed=0)))
+
+    def build(self, data: Dataset) -> nn.Module:
+        """A fresh network of this architecture holding W0, on the data's device."""
+        return models.build(self.model, data.input_shape, data.num_classes, seed=self.seed, device=data.device)
+
+
+def dense_run(data: Dataset, model: str, config: TrainConfig, seed: int = 0, store: RunStore | bool | None = None,
+              progress: bool = True) -> Dense:
+    """Train (or load) the dense network from W0 = ``models.build(model, ..., seed)``.
+
+    Keyed in the run store exactly as :func:`lth_tutorial.imp.run`'s dense round (snapshot at iteration 0), so the
+    same settings share one entry with chapter 01.
+    """
+    net = models.build(model, data.input_shape, data.num_classes, seed=seed, device=data.device)
+    init_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+    result = cached_train(net, data, config, mask=None, seed=seed, snapshot_at=(0,), store=store, progress=progress,
+                          desc="dense")
+    return Dense(model, init_state, {k: v.cpu() for k, v in result.final_state.items()}, result, seed)
+
+
+def _ticket_mask(dense: Dense, data: Dataset, criterion: str, density: float, scope: str) -> Mask:
+    names = dense.prunable_names(data)
+    gen = torch.Generator().manual_seed(derived_seed(dense.seed, "criterion", criterion, density))
+    return criteria.mask_at_density(criterion, density, dense.init_state,
+                                    dense.final_state if criterion in criteria.NEEDS_FINAL else None,
+                                    generator=gen, scope=scope, names=names)
+
+
+def ticket_run(
+    dense: Dense,
+    data: Dataset,
+    config: TrainConfig,
+    criterion: str = "large_final",
+    density: float = 0.2,
+    variant: str = "original",
+    pruned: str = "zero",
+    scope: str = "layer",
+    store: RunStore | bool | None = None,
+    progress: bool = True,
+) -> dict:
+    """Build one ticket from the dense run and train it.
+
+    Args:
+        dense: from :func:`dense_run`.
+        data, config: dataset and training config (normally the dense run's).
+        criterion: mask criterion (:func:`lth_tutorial.criteria.names`).
+        density: fraction of each layer's weights kept, in (0, 1].
+        variant: rewinding variant of the kept weights (:func:`lth_tutorial.rewind_variants.names`).
+        pruned: ``"zero"`` or ``"freeze"`` (pruned weights held at W0).
+        scope: ``"layer"`` (Zhou et al.) or ``"global"``.
+        store: run store (``False`` disables caching).
+        progress: progress bar of the training run.
+
+    Returns:
+        a row: ``criterion``, ``variant``, ``pruned``, ``density`` (actual), ``before`` (test accuracy of the start
+        weights, untrained), ``after`` (test accuracy at the early-stopping iteration), ``final`` (at the last
+        iteration), ``best_iteration``, ``history``.
+    """
+    if pruned not in PRUNED_ACTIONS:
+        raise ValueError(f"unknown action for pruned weights {pruned!r}; valid: {', '.join(PRUNED_ACTIONS)}")
+    criteria.check_density(density)
+    mask = _ticket_mask(dense, data, criterion, density, scope)
+    gen = torch.Generator().manual_seed(derived_seed(dense.seed, "variant", variant, criterion, density))
+    start = rewinding.start_state(variant, mask, dense.init_state, gen)
+    pruned_values = rewinding.frozen_at_init(mask, dense.init_state) if pruned == "freeze" else None
+
+    net = dense.build(data)
+    net.load_state_dict({k: v.to(data.device) for k, v in start.items()})
+    with torch.no_grad():  # the untrained ticket, as training will see it at step 0
+        params = dict(net.named_parameters())
+        for n, m in mask.items():
+            m = m.to(device=params[n].device, dtype=params[n].dtype)
+            params[n].mul_(m)
+            if pruned_values is not None:
+                params[n].add_((1 - m) * pruned_values[n].to(params[n].device))
+    before = evaluate(net, data.x_test, data.y_test)[1]
+
+    desc = f"{criterion}/{variant}/{pruned} {density:.1%}"
+    if pruned_values is None:
+        result = cached_train(net, data, config, mask=mask, seed=dense.seed, store=store, progress=progress,
+                              desc=desc)
+    else:
+        store = default_store(store)
+        parts = {"kind": "train_frozen_pruned", "arch": dense.model, "start": start, "data": data.spec,
+                 "config": config, "mask": mask, "pruned_values": pruned_values, "seed": dense.seed,
+                 "device": data.device.type}
+
+        def compute():
+            res = train(net, data, config, mask=mask, seed=dense.seed, pruned_values=pruned_values,
+                        progress=progress, desc=desc)
+            return dataclasses.asdict(res)
+
+        result = TrainResult(**store.cached(parts, compute))
+    return {"criterion": criterion, "variant": variant, "pruned": pruned, "density": mask.density,
+            "target_density": float(density), "before": before, "after": result.best_test_accuracy,
+            "final": result.final_test_accuracy, "best_iteration": result.best_iteration,
+            "history": result.history}
+
+
+def _sweep(jobs: list[dict], dense, data, config, store, progress, desc) -> list[dict]:
+    from tqdm.auto import tqdm
+
+    rows = []
+    for job in tqdm(jobs, desc=desc, disable=not progress, leave=False):
+        rows.append(ticket_run(dense, data, config, store=store, progress=False, **job))
+    return rows
+
+
+def criteria_sweep(dense: Dense, data: Dataset, config: TrainConfig, densities: Iterable[float],
+                   criteria_names: Iterable[str] = criteria.names(), store=None, progress: bool = True
+                   ) -> list[dict]:
+    """One ticket per (criterion, density), rewound to W0, pruned weights zero (Zhou et al., Fig. 2)."""
+    jobs = [{"criterion": c, "density": d} for c in criteria_names for d in densities]
+    return _sweep(jobs, dense, data, config, store, progress, "criteria")
+
+
+def variants_sweep(dense: Dense, data: Dataset, config: TrainConfig, densities: Iterable[float],
+                   variants: Iterable[str] = rewinding.names(), criterion: str = "large_final", store=None,
+                   progress: bool = True) -> list[dict]:
+    """One ticket per (rewinding variant, density), mask from ``criterion`` (Zhou et al., Fig. 3)."""
+    jobs = [{"criterion": criterion, "variant": v, "density": d} for v in variants for d in densities]
+    return _sweep(jobs, dense, data, config, store, progress, "rewinding variants")
+
+
+def pruned_action_sweep(dense: Dense, data: Dataset, config: TrainConfig, densities: Iterable[float],
+                        criteria_names: Iterable[str] = ("large_final", "small_final"), store=None,
+                        progress: bool = True) -> list[dict]:
+    """Pruned weights zero vs frozen at W0, per criterion and density (Zhou et al., Fig. 4)."""
+    jobs = [{"criterion": c, "density": d, "pruned": p} for c in criteria_names for d in densities
+            for p in PRUNED_ACTIONS]
+    return _sweep(jobs, dense, data, config, store, progress, "zero vs freeze")
+
+
+def untrained_sweep(dense: Dense, data: Dataset, densities: Iterable[float],
+                    criteria_names: Iterable[str] = ("large_final", "large_final_same_sign", "magnitude_increase",
+                                                     "large_init", "random"),
+                    weights: Iterable[str] = ("init", "signed_constant"), rescale: bool = True) -> list[dict]:
+    """Supermasks without any training: test accuracy of ``mask ⊙ W`` per criterion, density and weights.
+
+    ``weights="init"`` uses W0, ``"signed_constant"`` uses ``sigma * sign(W0)`` per layer. ``rescale`` multiplies
+    each layer by ``n / kept`` (Zhou et al.'s rescaling, so sparse layers keep their output scale). The dense untrained
+    network is the row with criterion ``"dense"`` and density 1.
+    """
+    net = dense.build(data)
+    names = dense.prunable_names(data)
+    dense_mask = Mask({n: torch.ones_like(dense.init_state[n], dtype=torch.bool) for n in names})
+    rows = []
+    for w in weights:
+        values = dense.init_state if w == "init" else rewinding.start_weights("signed_constant", dense_mask,
+                                                                             dense.init_state)
+        rows.append({"criterion": "dense", "density": 1.0, "weights": w,
+                     "accuracy": masked_accuracy(net, dense_mask, data, values, rescale=False)})
+        for c in criteria_names:
+            for d in densities:
+                mask = _ticket_mask(dense, data, c, d, "layer")
+                rows.append({"criterion": c, "density": mask.density, "weights": w,
+                             "accuracy": masked_accuracy(net, mask, data, values, rescale=rescale)})
+    return rows
+
+
+def criteria_table(rows: list[dict], dense_accuracy: float | None = None):
+    """One row per criterion: its formula and our test accuracy (%) at each density, as a pandas DataFrame."""
+    import pandas as pd
+
+    densities = sorted({r["target_density"] for r in rows}, reverse=True)
+    table = []
+    for c in dict.fromkeys(r["criterion"] for r in rows):
+        entry = {"criterion": c, "score (keep highest)": criteria.FORMULAS[c]}
+        for d in densities:
+            match = [r["after"] for r in rows if r["criterion"] == c and r["target_density"] == d]
+            entry[f"acc % at {d:.0%} kept"] = round(100 * sum(match) / len(match), 1) if match else float("nan")
+        table.append(entry)
+    frame = pd.DataFrame(table).set_index("criterion")
+    if dense_accuracy is not None:
+        frame.attrs["dense accuracy %"] = round(100 * dense_accuracy, 1)
+    return frame

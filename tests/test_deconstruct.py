@@ -1,0 +1,108 @@
+"""Chapter-04 experiments: tickets from criteria x variants x pruned-weight actions, cached; tables; the panel."""
+
+import pytest
+import torch
+
+from lth_tutorial import data, deconstruct
+from lth_tutorial.store import RunStore
+from lth_tutorial.training import TrainConfig
+
+CONFIG = TrainConfig(optimizer="adam", lr=2e-3, batch_size=50, iterations=40, eval_every=20)
+
+
+@pytest.fixture(scope="module")
+def small():
+    return data.load("mnist1d").subset(train=500, test=300)
+
+
+@pytest.fixture()
+def store(tmp_path):
+    return RunStore(tmp_path / "runs")
+
+
+@pytest.fixture()
+def dense(small, store):
+    return deconstruct.dense_run(small, "lenet_300_100", CONFIG, seed=0, store=store, progress=False)
+
+
+def _curve(row):
+    return [(h["iteration"], h["val_loss"], h["test_accuracy"]) for h in row["history"]]
+
+
+def _entries(store):
+    return len(list(store.root.glob("*/*.pt")))
+
+
+def test_dense_run_is_shared_through_the_store(small, store, dense):
+    assert _entries(store) == 1
+    again = deconstruct.dense_run(small, "lenet_300_100", CONFIG, seed=0, store=store, progress=False)
+    assert _entries(store) == 1
+    assert all(torch.equal(again.final_state[k], dense.final_state[k]) for k in dense.final_state)
+    assert not torch.equal(dense.init_state["fc.weight"], dense.final_state["fc.weight"])
+
+
+def test_ticket_row_and_cache(small, store, dense):
+    row = deconstruct.ticket_run(dense, small, CONFIG, criterion="large_final", density=0.2, store=store,
+                                 progress=False)
+    assert row["criterion"] == "large_final" and row["variant"] == "original" and row["pruned"] == "zero"
+    assert abs(row["density"] - 0.2) < 0.001 and 0 <= row["before"] <= 1 and 0 <= row["after"] <= 1
+    n = _entries(store)
+    assert n == 2
+    again = deconstruct.ticket_run(dense, small, CONFIG, criterion="large_final", density=0.2, store=store,
+                                   progress=False)
+    assert _entries(store) == n and _curve(again) == _curve(row)
+    frozen = deconstruct.ticket_run(dense, small, CONFIG, criterion="large_final", density=0.2, pruned="freeze",
+                                    store=store, progress=False)
+    assert _entries(store) == n + 1
+    assert _curve(frozen) != _curve(row)
+
+
+def test_variants_change_the_start_but_not_the_mask(small, store, dense):
+    rows = deconstruct.variants_sweep(dense, small, CONFIG, [0.3], variants=("original", "signed_constant"),
+                                      store=store, progress=False)
+    assert [r["variant"] for r in rows] == ["original", "signed_constant"]
+    assert rows[0]["density"] == rows[1]["density"]
+    assert _curve(rows[0])[0] != _curve(rows[1])[0]
+
+
+def test_criteria_table_has_formula_and_one_column_per_density(small, store, dense):
+    rows = deconstruct.criteria_sweep(dense, small, CONFIG, [0.5, 0.2], criteria_names=("large_final", "random"),
+                                      store=store, progress=False)
+    table = deconstruct.criteria_table(rows, dense.result.best_test_accuracy)
+    assert list(table.index) == ["large_final", "random"]
+    assert list(table.columns) == ["score (keep highest)", "acc % at 50% kept", "acc % at 20% kept"]
+    assert table.loc["large_final", "score (keep highest)"] == "|w_f|"
+    assert table.loc["random", "acc % at 20% kept"] == round(100 * rows[3]["after"], 1)
+
+
+def test_untrained_sweep_has_the_dense_baseline_and_every_cell(small, dense):
+    rows = deconstruct.untrained_sweep(dense, small, [0.5], criteria_names=("large_final", "random"))
+    assert [(r["criterion"], r["weights"]) for r in rows] == [
+        ("dense", "init"), ("large_final", "init"), ("random", "init"),
+        ("dense", "signed_constant"), ("large_final", "signed_constant"), ("random", "signed_constant")]
+
+
+def test_bad_input(small, store, dense):
+    with pytest.raises(ValueError, match="zero, freeze"):
+        deconstruct.ticket_run(dense, small, CONFIG, pruned="thaw", store=store, progress=False)
+    with pytest.raises(ValueError, match=r"density must lie in \(0, 1\]"):
+        deconstruct.ticket_run(dense, small, CONFIG, density=0, store=store, progress=False)
+    with pytest.raises(ValueError, match="valid criteria"):
+        deconstruct.ticket_run(dense, small, CONFIG, criterion="biggest", store=store, progress=False)
+    with pytest.raises(ValueError, match="valid variants"):
+        deconstruct.ticket_run(dense, small, CONFIG, variant="flipped", store=store, progress=False)
+
+
+def test_panel_click_runs_and_reports_errors(small, store, dense):
+    pytest.importorskip("ipywidgets")
+    from lth_tutorial.deconstruct_panel import TicketPanel
+
+    panel = TicketPanel(dense, small, CONFIG, store=store)
+    panel.variant.value, panel.density.value = "signed_reinit", 0.1
+    panel.run_button.click()
+    assert panel.last_error is None, panel.last_error
+    assert len(panel.rows) == 1 and panel.rows[0]["variant"] == "signed_reinit"
+    panel.config = None  # a broken setting: the click must surface the error, not swallow it
+    panel.run_button.click()
+    assert panel.last_error is not None and "Traceback" in panel.last_error
+    assert "failed" in panel.status.value
