@@ -90,9 +90,10 @@ class Mask(Mapping[str, torch.Tensor]):
         return f"Mask(layers={len(self)}, kept={self.num_kept}/{self.num_total}, density={self.density:.4f})"
 
     def __eq__(self, other) -> bool:
-        if not isinstance(other, Mask) or list(self) != list(other):
-            return NotImplemented if not isinstance(other, Mask) else False
-        return all(torch.equal(self[n].cpu(), other[n].cpu()) for n in self)
+        """Same names in the same order and the same bits."""
+        if not isinstance(other, Mask):
+            return NotImplemented
+        return list(self) == list(other) and all(torch.equal(self[n].cpu(), other[n].cpu()) for n in self)
 
     __hash__ = None  # mutable tensors inside
 

@@ -14,10 +14,11 @@ from collections import defaultdict
 from typing import Iterable
 
 import matplotlib.pyplot as plt
+import matplotlib.ticker as ticker
 import numpy as np
 import seaborn as sns
 
-__all__ = ["as_records", "aggregate", "accuracy_over_iterations", "metric_vs_density", "imp_figure", "KIND_STYLE"]
+__all__ = ["as_records", "aggregate", "density_axis", "accuracy_over_iterations", "metric_vs_density", "imp_figure", "KIND_STYLE"]
 
 KIND_STYLE = {
     "ticket": {"label": "winning ticket (IMP, reset to $W_0$)", "color": sns.color_palette("deep")[0], "marker": "o"},
@@ -58,11 +59,14 @@ def aggregate(records: Iterable[dict], metric: str, kind: str = "ticket") -> dic
     }
 
 
-def _density_axis(ax) -> None:
+def density_axis(ax, label: str = "weights remaining (%)") -> None:
+    """Log x axis of percent of weights remaining, dense on the left, ticks at 100, 50, 20, 10, 5, 2, 1, ..."""
     ax.set_xscale("log")
     ax.invert_xaxis()
-    ax.set_xlabel("weights remaining (%)")
-    ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.set_xlabel(label)
+    ax.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
 
 
 def metric_vs_density(records, metric: str = "best_test_accuracy", kinds=("ticket", "reinit", "random"), ax=None,
@@ -85,7 +89,7 @@ def metric_vs_density(records, metric: str = "best_test_accuracy", kinds=("ticke
         err = np.vstack([agg["mean"] - agg["low"], agg["high"] - agg["mean"]]) * scale
         ax.errorbar(x, agg["mean"] * scale, yerr=err if agg["n"].max() > 1 else None, capsize=3, lw=1.6, ms=4,
                     **style)
-    _density_axis(ax)
+    density_axis(ax)
     ax.set_ylabel(ylabel or metric.replace("_", " ") + (" (%)" if scale == 100 else ""))
     ax.grid(alpha=0.3)
     return ax
