@@ -43,6 +43,12 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _output_fraction(text: str) -> float:
+    if text.strip() == "0":
+        return 0.0
+    return _fraction(text)
+
+
 def _non_negative_int(text: str) -> int:
     try:
         value = int(text)
@@ -77,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", choices=models.names(), help="overrides the preset's model")
     p.add_argument("--rounds", type=_non_negative_int, help="pruning rounds after the dense run")
     p.add_argument("--fraction", type=_fraction, help="share of the remaining weights removed per round")
-    p.add_argument("--output-fraction", type=_fraction, help="per-round fraction for the output layer")
+    p.add_argument("--output-fraction", type=_output_fraction,
+                   help="per-round fraction for the output layer (0 keeps it dense)")
     p.add_argument("--scope", choices=("global", "layer"), help="rank weights globally or within each layer")
     p.add_argument("--iterations", type=_positive_int, help="training iterations per round")
     p.add_argument("--seeds", type=_non_negative_int, nargs="+", default=[0], help="one IMP run per seed")

@@ -128,7 +128,8 @@ class IMPResult:
 # The IMP loop
 
 
-def _validate(rounds: int, fraction: float, scope: str, controls: Iterable[str]) -> tuple[str, ...]:
+def _validate(rounds: int, fraction: float, scope: str, controls: Iterable[str],
+              output_fraction: float | None) -> tuple[str, ...]:
     if int(rounds) != rounds or rounds < 0:
         raise ValueError(f"rounds must be a whole number >= 0, got {rounds}")
     if not 0.0 < float(fraction) < 1.0:
@@ -136,6 +137,8 @@ def _validate(rounds: int, fraction: float, scope: str, controls: Iterable[str])
                          f"round), got {fraction}")
     if scope not in ("global", "layer"):
         raise ValueError(f"scope must be 'global' or 'layer', got {scope!r}")
+    if output_fraction is not None and not 0.0 <= float(output_fraction) < 1.0:
+        raise ValueError(f"output_fraction must lie in [0, 1) (0 keeps the output layer dense), got {output_fraction}")
     controls = tuple(controls)
     unknown = [c for c in controls if c not in CONTROLS]
     if unknown:
@@ -174,8 +177,8 @@ def run(
         rounds: number of pruning rounds after the dense run (0 = dense only).
         fraction: share of the remaining weights removed per round, in (0, 1).
         scope: ``"global"`` (rank all layers together) or ``"layer"`` (each layer separately).
-        output_fraction: a different per-round fraction for the output layer (Frankle & Carbin: half the rate);
-            ``None`` = treated like the rest.
+        output_fraction: a different per-round fraction for the output layer (Frankle & Carbin: half the rate;
+            0 keeps it dense); ``None`` = treated like the rest.
         reset: ``"init"`` (survivors back to W0) or a :class:`Reset`.
         controls: any of ``"reinit"``, ``"random"``.
         seed: seed of the initialisation W0 and of the batch order.
@@ -193,7 +196,7 @@ def run(
     """
     from tqdm.auto import tqdm
 
-    controls = _validate(rounds, fraction, scope, controls)
+    controls = _validate(rounds, fraction, scope, controls, output_fraction)
     reset = make_reset(reset)
     reset.validate(config)  # bad reset options fail here, before anything is trained or cached
     store = default_store(store)

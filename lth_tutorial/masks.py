@@ -239,8 +239,8 @@ def prune(
         scope: ``"global"`` ranks all weights of all layers together; ``"layer"`` removes ``fraction`` of every
             layer's remaining weights separately.
         layer_fractions: per-layer overrides ``{name: fraction}``, always applied within that layer (e.g. Frankle &
-            Carbin prune LeNet's output layer at half the rate). Under ``"global"`` the other layers are ranked
-            together.
+            Carbin prune LeNet's output layer at half the rate). A fraction of 0 leaves that layer dense (VGG-19's
+            output layer in Frankle et al.). Under ``"global"`` the other layers are ranked together.
 
     Returns:
         A new :class:`Mask`, nested inside ``mask``. Number removed per group = ``round(fraction * remaining)``.
@@ -259,7 +259,8 @@ def prune(
     if unknown:
         raise ValueError(f"layer_fractions names unknown layers {sorted(unknown)}; layers: {list(scores)}")
     for n, f in layer_fractions.items():
-        _check_fraction(f, f"layer_fractions[{n!r}]")
+        if float(f) != 0.0:
+            _check_fraction(f, f"layer_fractions[{n!r}]")
 
     new = {n: mask[n].clone() for n in mask}
 
@@ -279,7 +280,8 @@ def prune(
     overridden = [n for n in scores if n in layer_fractions]
     rest = [n for n in scores if n not in layer_fractions]
     for n in overridden:
-        prune_group([n], layer_fractions[n])
+        if layer_fractions[n] > 0:
+            prune_group([n], layer_fractions[n])
     if scope == "global":
         if rest:
             prune_group(rest, fraction)

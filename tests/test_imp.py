@@ -80,7 +80,7 @@ def test_output_fraction_prunes_output_layer_at_its_own_rate():
 
 @pytest.mark.parametrize("kwargs,match", [
     (dict(fraction=0.0), "fraction"), (dict(fraction=1.0), "fraction"), (dict(rounds=-1), "rounds"),
-    (dict(scope="row"), "scope"), (dict(controls=("shuffle",)), "controls"), (dict(reset="magic"), "reset"),
+    (dict(scope="row"), "scope"), (dict(output_fraction=1.0), "output_fraction"), (dict(controls=("shuffle",)), "controls"), (dict(reset="magic"), "reset"),
 ])
 def test_bad_input_is_rejected_before_anything_is_cached(tmp_path, kwargs, match):
     s = RunStore(tmp_path)

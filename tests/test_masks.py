@@ -68,6 +68,13 @@ def test_layer_fraction_override_for_output_layer(lenet):
     assert math.isclose(d["hidden.1.weight"], 0.8 ** 3, abs_tol=1e-3)
 
 
+def test_layer_fraction_zero_keeps_that_layer_dense(lenet):
+    mask = prune(scores.magnitude(lenet), 0.5, layer_fractions={"fc.weight": 0.0})
+    assert bool(mask["fc.weight"].all())
+    rest = mask.num_total - mask["fc.weight"].numel()
+    assert mask.num_kept - mask["fc.weight"].numel() == rest - round(0.5 * rest)
+
+
 @pytest.mark.parametrize("fraction", [0, 1, -0.1, 1.5, float("nan")])
 def test_bad_fraction_is_rejected(lenet, fraction):
     with pytest.raises(ValueError, match="between 0 and 1"):
