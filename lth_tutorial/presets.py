@@ -131,8 +131,8 @@ _RESNET20_PAPER = ("Frankle & Carbin (2019, called Resnet-18 there) and Frankle 
                    "(Frankle et al. 2019, Fig. 6A / survey Fig. 6 panel A)")
 _VGG19_PAPER = ("Frankle & Carbin (2019) and Frankle et al. (2019): SGD, momentum 0.9, weight decay 1e-4, batch 64, "
                 "112,480 iterations (160 epochs), learning rate 0.1 divided by 10 at 56,240 and 84,360 iterations "
-                "(epochs 80 and 120), global magnitude pruning of 20 % per round (the papers leave the output layer "
-                "unpruned; here it is ranked with the rest, since a per-layer fraction of 0 is not expressible)")
+                "(epochs 80 and 120), global magnitude pruning of 20 % per round of the convolutional layers, the output "
+                "layer left dense (output_fraction=0)")
 
 
 def _quick_cifar_stand_in(batch_size: int, decay_at: tuple[float, float], lr: float = 0.1,
@@ -184,7 +184,7 @@ register(Preset(
     description="VGG-19 on CIFAR-10, IMP with rewinding (Frankle et al. 2019); no warmup",
     paper=_VGG19_PAPER,
     full=RunSpec(dataset="cifar10", model="vgg19", config=_VGG19_CONFIG, rounds=16, fraction=0.2,
-                 scope="global", runtime="not measured"),
+                 scope="global", output_fraction=0.0, runtime="not measured"),
     quick=_quick_cifar_stand_in(batch_size=64, decay_at=(0.5, 0.75)),
 ))
 
@@ -195,6 +195,6 @@ register(Preset(
     paper=_VGG19_PAPER + "; for k = 0 Frankle & Carbin (2019, Fig. 7) used linear warmup over the first 10,000 "
                          "iterations",
     full=RunSpec(dataset="cifar10", model="vgg19", config=_VGG19_CONFIG.replace(warmup_iterations=10_000),
-                 rounds=16, fraction=0.2, scope="global", runtime="not measured"),
+                 rounds=16, fraction=0.2, scope="global", output_fraction=0.0, runtime="not measured"),
     quick=_quick_cifar_stand_in(batch_size=64, decay_at=(0.5, 0.75), warmup_fraction=10_000 / 112_480),
 ))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lth_tutorial import data as data_mod, imp, presets
+from lth_tutorial import data as data_mod, imp, models, presets
 from lth_tutorial.data import Dataset, crop_and_flip
 from lth_tutorial.resets import make_reset
 from lth_tutorial.store import RunStore
@@ -50,6 +50,7 @@ def test_the_papers_settings():
         ("vgg19", 0.1, 0.9, 1e-4, 64, 112_480, (56_240, 84_360))
     assert c.iterations * c.batch_size / 45_000 == pytest.approx(160, abs=0.1)  # 160 epochs of 45,000 images
     assert presets.get("vgg19_cifar10_warmup").full.config.warmup_iterations == 10_000
+    assert vgg.output_fraction == 0.0  # the papers prune only the convolutional layers of VGG-19
 
 
 @pytest.mark.parametrize("name", CIFAR_PRESETS)
@@ -69,9 +70,14 @@ def test_full_settings_train_a_few_steps_on_cifar_shaped_data(name, tmp_path):
     spec = presets.get(name).full
     config = spec.config.replace(iterations=3, eval_every=3, warmup_iterations=min(spec.config.warmup_iterations, 3))
     result = imp.run(fake_cifar(), spec.model, config, rounds=1, fraction=spec.fraction, scope=spec.scope,
-                     reset=make_reset("rewind", iteration=1), controls=(), store=RunStore(tmp_path), progress=False)
+                     output_fraction=spec.output_fraction, reset=make_reset("rewind", iteration=1), controls=(),
+                     store=RunStore(tmp_path), progress=False)
     assert result.rounds[1].ticket.iterations_trained == 2
-    assert result.rounds[1].density == pytest.approx(0.8, abs=1e-3)
+    densities = result.rounds[1].mask.layer_densities()
+    if spec.output_fraction == 0.0:
+        output_layer = models.output_weight_name(models.build(spec.model, (3, 32, 32), 10))
+        assert densities.pop(output_layer) == 1.0
+    assert result.rounds[1].density == pytest.approx(0.8, abs=0.01)
     assert all(torch.isfinite(torch.tensor(r.ticket.history[-1]["test_loss"])) for r in result.rounds)
 
 
