@@ -79,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--quick", dest="full", action="store_false", help="CPU-sized setting on embedded data "
                                                                          "(default)")
     mode.add_argument("--full", dest="full", action="store_true", help="the paper's setting (real data; GPU)")
+    p.set_defaults(full=False)
     p.add_argument("--dataset", choices=data.names(), help="overrides the preset's dataset")
     p.add_argument("--model", choices=models.names(), help="overrides the preset's model")
     p.add_argument("--rounds", type=_non_negative_int, help="pruning rounds after the dense run")

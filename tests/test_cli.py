@@ -39,6 +39,13 @@ def test_bad_arguments_exit_2_with_one_line(capsys, tmp_path, argv, needle):
     assert not (tmp_path / "results.json").exists()
 
 
+def test_quick_is_the_default_and_full_is_the_paper_setting():
+    parser = cli.build_parser()
+    assert parser.parse_args(["imp"]).full is False
+    assert parser.parse_args(["imp", "--quick"]).full is False
+    assert parser.parse_args(["imp", "--full"]).full is True
+
+
 def test_presets_lists_the_paper_setting(capsys):
     code, out, _ = _run(["presets"], capsys)
     assert code == 0 and "lenet_mnist" in out and "50000 it" in out
@@ -82,8 +89,9 @@ def test_default_main_job_finds_a_ticket_that_beats_random_reinit(capsys, tmp_pa
 
     Measured at seed 0: at the sparsest density (1.7 %) the ticket reached ~41 % test accuracy against ~34 % for
     random re-initialisation and ~24 % for random pruning; we require the ticket to beat both."""
-    code, out, _ = _run(["imp", "--out", str(tmp_path), "--no-progress"], capsys)
-    assert code == 0, out
+    code, out, err = _run(["imp", "--out", str(tmp_path), "--no-progress"], capsys)
+    assert code == 0, out + err
+    assert "on Dataset('mnist1d'" in out
     records = json.loads((tmp_path / "results.json").read_text())["records"]
     last = max(r["round"] for r in records)
     acc = {r["kind"]: r["best_test_accuracy"] for r in records if r["round"] == last}
