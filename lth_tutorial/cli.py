@@ -115,8 +115,8 @@ def _reset_from_args(args):
         options["iterations"] = args.finetune_iterations
     try:
         return make_reset(args.reset, **options)
-    except TypeError as err:  # an option the strategy does not take
-        raise UsageError(f"--reset {args.reset} does not accept these options ({err})") from None
+    except ValueError as err:  # an option the strategy does not take, or a bad value
+        raise UsageError(str(err)) from None
 
 
 def _controls_from_args(text: str) -> tuple[str, ...]:

@@ -27,6 +27,8 @@ def _run(argv, capsys):
     (["imp", "--preset", "nope"], "lenet_mnist"),
     (["imp", "--controls", "shuffle"], "reinit"),
     (["imp", "--reset", "magic"], "init"),
+    (["imp", "--reset", "init", "--rewind-iteration", "5"], "iteration"),
+    (["imp", "--reset", "rewind", "--rewind-iteration", "999999"], "beyond the end of training"),
     (["imp", "--device", "cuda:7"] if not __import__("torch").cuda.is_available() else ["imp", "--device", "tpu"],
      "device"),
     (["frobnicate"], "invalid choice"),
