@@ -19,7 +19,8 @@ __all__ = ["grouped_bars", "criteria_figure", "variants_figure", "pruned_action_
 
 
 def grouped_bars(ax, labels: Sequence[str], groups: Mapping[str, Sequence[float]], colors=None,
-                 reference: float | None = None, chance: float | None = None, rotate: bool = True):
+                 reference: float | None = None, chance: float | None = None, rotate: bool = True,
+                 legend_loc: str = "lower right"):
     """Bars of ``groups`` (``{group label: one value per x label}``, in percent) side by side at each label."""
     palette = colors or sns.color_palette("deep", len(groups))
     width = 0.8 / max(len(groups), 1)
@@ -33,7 +34,7 @@ def grouped_bars(ax, labels: Sequence[str], groups: Mapping[str, Sequence[float]
     ax.set_xticks(x)
     ax.set_xticklabels(labels, rotation=35 if rotate else 0, ha="right" if rotate else "center")
     ax.set_ylabel("test accuracy (%)")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc=legend_loc)
     return ax
 
 
@@ -72,7 +73,8 @@ def variants_figure(rows: list[dict], dense_accuracy: float | None = None, num_c
     fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
     for ax, value, name in [(axes[0], "before", "before training"), (axes[1], "after", "after retraining")]:
         grouped_bars(ax, labels, _by_density(rows, "variant", labels, value=value),
-                     reference=None if dense_accuracy is None else 100 * dense_accuracy, chance=100 / num_classes)
+                     reference=None if dense_accuracy is None else 100 * dense_accuracy, chance=100 / num_classes,
+                     legend_loc="center right" if value == "before" else "lower right")
         for tick in ax.get_xticklabels():
             if tick.get_text() in rewind_variants.SIGNED:
                 tick.set_fontweight("bold")
