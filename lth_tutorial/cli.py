@@ -95,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rewind-iteration", type=_non_negative_int, help="k for --reset rewind / lr_rewind")
     p.add_argument("--finetune-iterations", type=_positive_int, help="budget per round for --reset finetune")
     p.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, cuda:N, mps")
+    p.add_argument("--threads", type=_positive_int,
+                   help="PyTorch CPU threads (default: 1 in quick mode on a CPU, else PyTorch's default)")
     p.add_argument("--out", type=Path, default=Path("results/imp"), help="folder for results.json and imp.png")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the run store")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -147,7 +149,7 @@ HEADER = " ".join([f"{'seed':>4}", f"{'round':>5}", f"{'remain %':>9}", f"{'tick
 
 def cmd_imp(args) -> int:
     from . import data, imp, plots, presets, store
-    from .device import pick
+    from .device import configure_threads, pick
 
     try:
         preset = presets.get(args.preset)
@@ -167,6 +169,7 @@ def cmd_imp(args) -> int:
     controls = _controls_from_args(args.controls)
     try:
         device = pick(args.device)
+        threads = configure_threads(args.threads, not args.full, device)
         reset_validate = getattr(reset, "validate", None)
         if reset_validate is not None:
             reset_validate(config)
@@ -177,7 +180,8 @@ def cmd_imp(args) -> int:
     run_store = store.RunStore(enabled=not args.no_cache)
     print(f"lth imp: {spec.model} on {dataset!r}\n  {config}\n  rounds={spec.rounds} fraction={spec.fraction} "
           f"scope={spec.scope} output_fraction={spec.output_fraction} reset={reset.describe()} "
-          f"controls={list(controls)} seeds={args.seeds} device={device}\n  store: {run_store.root}")
+          f"controls={list(controls)} seeds={args.seeds} device={device} threads={threads}\n"
+          f"  store: {run_store.root}")
     print(HEADER, flush=True)
     started = time.perf_counter()
     results = []

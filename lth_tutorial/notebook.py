@@ -45,13 +45,19 @@ class Context:
     cache: Path
 
 
-def setup(device: str = "auto", quick: bool | None = None, verbose: bool = True) -> Context:
-    """Decide quick/full mode (``LTH_QUICK``, default quick) and the device; print what was chosen."""
-    ctx = Context(quick=quick_mode() if quick is None else quick, device=device_mod.pick(device), cache=cache_dir())
+def setup(device: str = "auto", quick: bool | None = None, threads: int | None = None,
+          verbose: bool = True) -> Context:
+    """Decide quick/full mode (``LTH_QUICK``, default quick), the device and PyTorch's thread count (one thread in
+    quick mode on a CPU, see :func:`lth_tutorial.device.configure_threads`); print what was chosen."""
+    quick = quick_mode() if quick is None else quick
+    chosen = device_mod.pick(device)
+    n_threads = device_mod.configure_threads(threads, quick, chosen)
+    ctx = Context(quick=quick, device=chosen, cache=cache_dir())
     if verbose:
         mode = ("QUICK (CPU-sized, embedded data; set LTH_QUICK=0 or QUICK = False for the paper's setting)"
                 if ctx.quick else "FULL (the paper's setting; best on a GPU)")
-        print(f"mode: {mode}\ndevice: {ctx.device}   torch {torch.__version__}   cache: {ctx.cache}")
+        print(f"mode: {mode}\ndevice: {ctx.device}   torch {torch.__version__} ({n_threads} thread"
+              f"{'s' if n_threads > 1 else ''})   cache: {ctx.cache}")
     return ctx
 
 

@@ -9,3 +9,13 @@ def isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("LTH_CACHE", str(root))
     monkeypatch.delenv("LTH_DATA", raising=False)
     return root
+
+
+@pytest.fixture(autouse=True)
+def restore_torch_threads():
+    """Entry points (lth, notebook set-up) may set PyTorch's thread count; keep it from leaking between tests."""
+    import torch
+
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)

@@ -37,7 +37,7 @@ def test_lenet_glorot_and_resnet_size():
     w = net.hidden[0].weight.detach()
     assert w.shape == (300, 784)
     assert math.isclose(float(w.std()), math.sqrt(2 / (784 + 300)), rel_tol=0.02)
-    assert float(net.hidden[0].bias.abs().sum()) == 0
+    assert float(net.hidden[0].bias.detach().abs().sum()) == 0
     resnet = models.build("resnet20", (3, 32, 32), 10, seed=0)
     assert 0.26e6 < models.count_parameters(resnet) < 0.28e6  # ResNet-20: ~0.27M parameters
     assert models.count_parameters(models.build("conv2", (3, 32, 32), 10)) == 4_301_642  # F&C Table 1: 4.3M

@@ -103,3 +103,13 @@ def test_setup_reads_quick_mode(monkeypatch):
     monkeypatch.setenv("LTH_QUICK", "1")
     ctx = notebook.setup(verbose=False)
     assert ctx.quick is True and ctx.device.type in ("cpu", "cuda", "mps")
+
+
+def test_threads_one_in_quick_mode_on_cpu_unless_asked():
+    from lth_tutorial.device import configure_threads
+
+    assert configure_threads(None, quick=True, device=torch.device("cpu")) == 1
+    assert configure_threads(2, quick=True, device=torch.device("cpu")) == 2
+    assert configure_threads(None, quick=False, device=torch.device("cpu")) == 2  # full mode leaves it alone
+    with pytest.raises(ValueError, match="threads"):
+        configure_threads(0, quick=True, device=torch.device("cpu"))
