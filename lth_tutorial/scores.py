@@ -3,6 +3,9 @@
 Every scorer returns ``{name: tensor}`` with the shapes of the weights, ready for :func:`lth_tutorial.masks.prune`.
 Scorers accept a model (its prunable weights are scored) or a ``{name: weight}`` mapping such as a state dict
 restricted to the prunable names.
+
+Zhou et al.'s criteria, which score weights from both their initial and final values (large_final, movement,
+magnitude_increase, ...), live in :mod:`lth_tutorial.criteria`.
 """
 
 from __future__ import annotations
