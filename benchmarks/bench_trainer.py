@@ -13,7 +13,7 @@ Both are timed in alternation (ours, plain, ours, plain, ...) and the best repea
 with the machine's float32 matmul peak measured in the same run and the share of it each loop reaches
 (dense training FLOPs = 3 x 2 x weights per example; a mask saves nothing on dense hardware).
 
-    python benchmarks/bench_trainer.py [--iterations 2000] [--repeats 3] [--device cpu]
+    python benchmarks/bench_trainer.py [--iterations 2000] [--repeats 3] [--device cpu] [--threads N]
 """
 
 from __future__ import annotations
@@ -110,7 +110,10 @@ def main(argv=None):
     parser.add_argument("--iterations", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: PyTorch's default)")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     data = synthetic_mnist(12_000, args.device)
     time_ours(data, 100, args.device), time_plain(data, 100, args.device)  # warm-up
