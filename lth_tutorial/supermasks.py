@@ -140,7 +140,7 @@ class SupermaskResult:
 
 
 def _topk_mask(scores: torch.Tensor, density: float) -> torch.Tensor:
-    """Float 0/1 tensor keeping the ``round(density * n)`` (at least 1) highest scores; ties to the lower index."""
+    """Float 0/1 tensor keeping the ``round(density * n)`` (at least 1) highest scores; torch.topk breaks ties."""
     flat = scores.detach().reshape(-1)
     k = max(1, int(round(density * flat.numel())))
     keep = torch.zeros_like(flat)

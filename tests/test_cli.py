@@ -99,3 +99,16 @@ def test_default_main_job_finds_a_ticket_that_beats_random_reinit(capsys, tmp_pa
     last = max(r["round"] for r in records)
     acc = {r["kind"]: r["best_test_accuracy"] for r in records if r["round"] == last}
     assert acc["ticket"] > acc["reinit"] and acc["ticket"] > acc["random"], acc
+
+
+def test_imp_with_a_preset_and_rewinding(capsys, tmp_path):
+    argv = ["imp", "--preset", "resnet20_cifar10", "--rounds", "1", "--iterations", "40", "--reset", "rewind",
+            "--rewind-iteration", "10", "--controls", "none", "--out", str(tmp_path), "--no-progress"]
+    code, out, err = _run(argv, capsys)
+    assert code == 0, out + err
+    result = json.loads((tmp_path / "results.json").read_text())
+    settings = result["settings"][0]
+    assert settings["model"] == "mnist1d_cnn" and settings["reset"] == {"name": "rewind", "iteration": 10}
+    pruned = [r for r in result["records"] if r["round"] == 1]
+    assert [r["kind"] for r in pruned] == ["ticket"]
+    assert pruned[0]["start_iteration"] == 10 and pruned[0]["iterations_trained"] == 30
