@@ -15,7 +15,6 @@ iteratively; one shot keeps the chapter fast and isolates the three choices).
 
 from __future__ import annotations
 
-import dataclasses
 import zlib
 from dataclasses import dataclass
 from typing import Iterable
@@ -27,9 +26,9 @@ from . import criteria, models, presets
 from . import rewind_variants as rewinding
 from .data import Dataset
 from .masks import Mask, prunable_parameters
-from .store import RunStore, cached_train, default_store
+from .store import RunStore, cached_train
 from .supermasks import masked_accuracy
-from .training import TrainConfig, TrainResult, evaluate, train
+from .training import TrainConfig, TrainResult, evaluate
 
 __all__ = ["Setting", "setting", "Dense", "dense_run", "ticket_run", "criteria_sweep", "variants_sweep",
            "pruned_action_sweep", "untrained_sweep", "criteria_table", "PRUNED_ACTIONS", "derived_seed"]
@@ -191,21 +190,8 @@ def ticket_run(
     before = evaluate(net, data.x_test, data.y_test)[1]
 
     desc = f"{criterion}/{variant}/{pruned} {density:.1%}"
-    if pruned_values is None:
-        result = cached_train(net, data, config, mask=mask, seed=dense.seed, store=store, progress=progress,
-                              desc=desc)
-    else:
-        store = default_store(store)
-        parts = {"kind": "train_frozen_pruned", "arch": dense.model, "start": start, "data": data.spec,
-                 "config": config, "mask": mask, "pruned_values": pruned_values, "seed": dense.seed,
-                 "device": data.device.type}
-
-        def compute():
-            res = train(net, data, config, mask=mask, seed=dense.seed, pruned_values=pruned_values,
-                        progress=progress, desc=desc)
-            return dataclasses.asdict(res)
-
-        result = TrainResult(**store.cached(parts, compute))
+    result = cached_train(net, data, config, mask=mask, seed=dense.seed, pruned_values=pruned_values, store=store,
+                          progress=progress, desc=desc)
     return {"criterion": criterion, "variant": variant, "pruned": pruned, "density": mask.density,
             "target_density": float(density), "before": before, "after": result.best_test_accuracy,
             "final": result.final_test_accuracy, "best_iteration": result.best_iteration,

@@ -167,13 +167,14 @@ def state_digest(state: dict[str, torch.Tensor]) -> str:
 
 
 def cached_train(model, data, config, *, mask=None, seed: int = 0, snapshot_at=(), start_iteration: int = 0,
-                 iterations: int | None = None, store: "RunStore | bool | None" = None, progress: bool = True,
-                 desc: str | None = None):
+                 iterations: int | None = None, pruned_values=None, store: "RunStore | bool | None" = None,
+                 progress: bool = True, desc: str | None = None):
     """:func:`lth_tutorial.training.train` through the run store.
 
     The key covers the model's current weights (by content), architecture, data spec, config, mask, seed,
-    snapshot iterations, start iteration, step count and device type. On a hit the stored final weights are loaded
-    into ``model``, so the caller sees the same model state either way.
+    snapshot iterations, start iteration, step count, the values pruned weights are held at (if any) and device
+    type. On a hit the stored final weights are loaded into ``model``, so the caller sees the same model state
+    either way.
     """
     from .training import TrainResult, train
 
@@ -191,10 +192,13 @@ def cached_train(model, data, config, *, mask=None, seed: int = 0, snapshot_at=(
         "iterations": iterations,
         "device": data.device.type,
     }
+    if pruned_values is not None:
+        parts["pruned_values"] = pruned_values
 
     def compute():
         result = train(model, data, config, mask=mask, seed=seed, snapshot_at=snapshot_at,
-                       start_iteration=start_iteration, iterations=iterations, progress=progress, desc=desc)
+                       start_iteration=start_iteration, iterations=iterations, pruned_values=pruned_values,
+                       progress=progress, desc=desc)
         return dataclasses.asdict(result)
 
     payload = store.cached(parts, compute)

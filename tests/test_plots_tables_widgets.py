@@ -8,11 +8,8 @@ matplotlib.use("Agg")
 import pytest
 import torch
 
-from lth_tutorial import cost, imp, models, notebook, plots, presets, tables
-from lth_tutorial.masks import Mask, prune
-from lth_tutorial.scores import magnitude
-
-from helpers import blobs, tiny_config
+from lth_tutorial import cost, models, notebook, plots, presets, tables
+from lth_tutorial.masks import Mask
 
 
 def _rec(round_, kind, seed, density, acc, stop):

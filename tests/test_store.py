@@ -1,5 +1,3 @@
-import os
-
 import pytest
 import torch
 
@@ -83,3 +81,21 @@ def test_cached_train_loads_second_time_with_identical_result(tmp_path, monkeypa
     assert repr(first.history) == repr(second.history) and first.best_iteration == second.best_iteration
     assert all(torch.equal(first_net.state_dict()[k], second_net.state_dict()[k]) for k in first.final_state)
     assert all(torch.equal(first.snapshots[0][k], second.snapshots[0][k]) for k in first.final_state)
+
+
+def test_cached_train_keys_and_keeps_pruned_values(tmp_path):
+    from lth_tutorial.masks import prune
+    from lth_tutorial.scores import magnitude
+
+    data, s = blobs(), RunStore(tmp_path)
+    net = models.build("lenet_300_100", (10,), 3, seed=0)
+    init = {k: v.clone() for k, v in net.state_dict().items()}
+    mask = prune(magnitude(net), 0.5)
+    frozen = cached_train(net, data, tiny_config(), mask=mask, pruned_values={n: init[n] for n in mask}, store=s,
+                          progress=False)
+    for n, m in mask.items():
+        assert torch.equal(frozen.final_state[n][~m], init[n][~m])
+    net.load_state_dict(init)
+    zeroed = cached_train(net, data, tiny_config(), mask=mask, store=s, progress=False)  # a different entry
+    assert all(torch.count_nonzero(zeroed.final_state[n][~m]) == 0 for n, m in mask.items())
+    assert len(list(tmp_path.rglob("*.pt"))) == 2
