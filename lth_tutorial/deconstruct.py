@@ -180,13 +180,12 @@ def ticket_run(
 
     net = dense.build(data)
     net.load_state_dict({k: v.to(data.device) for k, v in start.items()})
-    with torch.no_grad():  # the untrained ticket, as training will see it at step 0
-        params = dict(net.named_parameters())
-        for n, m in mask.items():
-            m = m.to(device=params[n].device, dtype=params[n].dtype)
-            params[n].mul_(m)
-            if pruned_values is not None:
-                params[n].add_((1 - m) * pruned_values[n].to(params[n].device))
+    mask.apply(net)  # the untrained ticket, as training will see it at step 0
+    if pruned_values is not None:
+        with torch.no_grad():
+            params = dict(net.named_parameters())
+            for n, m in mask.items():
+                params[n].add_(torch.where(m.to(params[n].device), 0.0, pruned_values[n].to(params[n].device)))
     before = evaluate(net, data.x_test, data.y_test)[1]
 
     desc = f"{criterion}/{variant}/{pruned} {density:.1%}"

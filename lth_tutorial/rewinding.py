@@ -26,6 +26,7 @@ import pandas as pd
 
 from . import imp
 from .data import Dataset
+from .plots import density_axis
 from .resets import Reset, make_reset
 from .store import RunStore
 from .training import TrainConfig
@@ -194,10 +195,7 @@ def plot_accuracy_vs_density(table: pd.DataFrame, rule: Matching | None = None, 
         per_round = group.groupby("round").agg(density=("density", "mean"), accuracy=("accuracy", "mean"))
         ax.plot(100 * per_round["density"], 100 * per_round["accuracy"], marker="o", ms=4, label=name)
     _dense_band(ax, rule)
-    ax.set_xscale("log")
-    ax.invert_xaxis()
-    ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.set_xlabel("weights remaining (%)")
+    density_axis(ax)
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(title or "accuracy against density")
     ax.legend(fontsize=8)
