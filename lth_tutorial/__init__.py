@@ -1,7 +1,10 @@
 """lth_tutorial: the library behind the Lottery Ticket Hypothesis tutorial notebooks.
 
-One module per idea: :mod:`data`, :mod:`models`, :mod:`masks`, :mod:`scores`, :mod:`training`, :mod:`imp`,
-:mod:`store`, :mod:`plots`, :mod:`widgets`, :mod:`cli`.
+Two layers. The library, one module per method family or tool: :mod:`data`, :mod:`models`, :mod:`masks`,
+:mod:`scores`, :mod:`training`, :mod:`imp`, :mod:`rewinding`, :mod:`criteria`, :mod:`supermasks`, :mod:`cost`,
+:mod:`store`, :mod:`tables`, :mod:`plots`, :mod:`claims`, :mod:`widgets`, :mod:`presets`, :mod:`cli`,
+:mod:`device`, :mod:`notebook`. And :mod:`lth_tutorial.chapters`, one module per notebook with what only that
+chapter needs; the library never imports a chapter.
 """
 
 __version__ = "0.1.0"

@@ -68,7 +68,7 @@ def _positive_int(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from . import data, imp, models, presets
-    from .resets import RESETS
+    from .rewinding import RESETS
 
     parser = _Parser(prog="lth", description="Lottery Ticket Hypothesis experiments from the command line.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -93,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated subset of reinit,random; 'none' for no controls")
     p.add_argument("--reset", default="init", help=f"reset strategy: {', '.join(RESETS)}")
     p.add_argument("--rewind-iteration", type=_non_negative_int, help="k for --reset rewind / lr_rewind")
-    p.add_argument("--finetune-iterations", type=_positive_int, help="budget per round for --reset finetune")
+    p.add_argument("--finetune-iterations", type=_positive_int,
+                   help="steps per round for --reset finetune (default: the round's training length, --iterations)")
     p.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, cuda:N, mps")
     p.add_argument("--threads", type=_positive_int,
                    help="PyTorch CPU threads (default: 1 in quick mode on a CPU, else PyTorch's default)")
@@ -105,20 +106,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _reset_from_args(args):
-    from .resets import RESETS, make_reset
+#: the option of :func:`lth_tutorial.rewinding.make_reset` behind each command-line flag.
+_RESET_FLAGS = {"rewind_to": "--rewind-iteration", "finetune_steps": "--finetune-iterations"}
+
+
+def _reset_from_args(args, config):
+    """The reset strategy of ``--reset`` with its flags; errors are worded in flags, not in Python."""
+    from .rewinding import RESETS, make_reset
 
     if args.reset not in RESETS:
         raise UsageError(f"unknown reset strategy {args.reset!r}; valid: {', '.join(RESETS)}")
     options = {}
     if args.rewind_iteration is not None:
-        options["iteration"] = args.rewind_iteration
+        if args.reset not in ("rewind", "lr_rewind"):
+            raise UsageError(f"--rewind-iteration applies to --reset rewind or lr_rewind, not --reset {args.reset}")
+        options["rewind_to"] = args.rewind_iteration
+    elif args.reset == "rewind":
+        raise UsageError("--reset rewind needs --rewind-iteration K (the dense run's iteration to rewind to)")
     if args.finetune_iterations is not None:
-        options["iterations"] = args.finetune_iterations
+        if args.reset != "finetune":
+            raise UsageError(f"--finetune-iterations applies to --reset finetune, not --reset {args.reset}")
+        options["finetune_steps"] = args.finetune_iterations
+    elif args.reset == "finetune":
+        options["finetune_steps"] = config.iterations  # default budget: as long as a round of training
     try:
-        return make_reset(args.reset, **options)
-    except ValueError as err:  # an option the strategy does not take, or a bad value
-        raise UsageError(str(err)) from None
+        reset = make_reset(args.reset, **options)
+        reset.validate(config)
+    except ValueError as err:
+        message = str(err)
+        for option, flag in _RESET_FLAGS.items():
+            message = message.replace(f"{option}=", f"{flag} ").replace(option, flag)
+        raise UsageError(message) from None
+    return reset
 
 
 def _controls_from_args(text: str) -> tuple[str, ...]:
@@ -165,14 +184,11 @@ def cmd_imp(args) -> int:
     if args.iterations is not None:
         config = config.replace(iterations=args.iterations, eval_every=max(1, min(config.eval_every,
                                                                                     args.iterations // 10 or 1)))
-    reset = _reset_from_args(args)
+    reset = _reset_from_args(args, config)
     controls = _controls_from_args(args.controls)
     try:
         device = pick(args.device)
         threads = configure_threads(args.threads, not args.full, device)
-        reset_validate = getattr(reset, "validate", None)
-        if reset_validate is not None:
-            reset_validate(config)
     except ValueError as err:
         raise UsageError(str(err)) from None
 

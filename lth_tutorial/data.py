@@ -22,6 +22,7 @@ MNIST's 60,000 training images); early stopping reads it, never the test set.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import pickle
 import random
@@ -34,6 +35,7 @@ import numpy as np
 import torch
 
 from .paths import cache_dir
+from .store import atomic_write
 
 __all__ = [
     "Dataset",
@@ -308,10 +310,9 @@ def _mnist1d_arrays(folder: Path):
             pass
     with _preserved_global_rng():
         d = make_dataset(args)
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-    np.savez(tmp, x=d["x"].astype(np.float32), y=d["y"], x_test=d["x_test"].astype(np.float32), y_test=d["y_test"])
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    np.savez(buffer, x=d["x"].astype(np.float32), y=d["y"], x_test=d["x_test"].astype(np.float32), y_test=d["y_test"])
+    atomic_write(path, buffer.getvalue())
     return d["x"].astype(np.float32), d["y"], d["x_test"].astype(np.float32), d["y_test"], 10
 
 

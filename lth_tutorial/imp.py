@@ -23,18 +23,20 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
 
 import torch
 
 from . import cost, models, scores
 from .data import Dataset
 from .masks import Mask, prune, random_mask_like
-from .resets import Reset, make_reset
-from .store import RunStore, cached_train, default_store
-from .training import TrainConfig, TrainResult
+from .rewinding import Reset, label, make_reset
+from .store import RunStore, default_store
+from .training import TrainConfig, TrainResult, cached_train, progress_bar, state_on_cpu
 
-__all__ = ["RoundResult", "IMPResult", "run", "CONTROLS"]
+__all__ = ["RoundResult", "IMPResult", "run", "compare_resets", "dense_accuracies", "CONTROLS"]
 
 CONTROLS = ("reinit", "random")
 
@@ -186,7 +188,8 @@ def run(
         snapshot_at: extra iterations of the dense run to keep weights of, on top of what the reset needs. Runs
             that ask for the same snapshots share one cached dense run (e.g. a sweep over rewinding iterations
             passes all of its k here).
-        progress: progress bars (one per round and one per training run).
+        progress: ``True`` for one progress bar over all training steps of the run, ``False`` for none, or an
+            open :func:`lth_tutorial.training.progress_bar` to advance (one bar for a whole sweep).
         on_round: called with each :class:`RoundResult` as soon as it is finished (or loaded).
         keep_weights: keep each round's start and final weights in memory (set False for big models).
 
@@ -194,8 +197,6 @@ def run(
         an :class:`IMPResult` with ``rounds + 1`` rounds; masks are nested and round r has density
         ``≈ (1 - fraction) ** r``.
     """
-    from tqdm.auto import tqdm
-
     controls = _validate(rounds, fraction, scope, controls, output_fraction)
     reset = make_reset(reset)
     reset.validate(config)  # bad reset options fail here, before anything is trained or cached
@@ -203,7 +204,7 @@ def run(
     device = data.device
 
     net = models.build(model, data.input_shape, data.num_classes, seed=seed, device=device)
-    init_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+    init_state = state_on_cpu(net)
     layer_fractions = {}
     if output_fraction is not None:
         layer_fractions[models.output_weight_name(net)] = float(output_fraction)
@@ -218,13 +219,14 @@ def run(
         net.load_state_dict({k: v.to(device) for k, v in state.items()})
 
     results: list[RoundResult] = []
-    outer = tqdm(total=rounds + 1, desc=f"IMP {model}", disable=not progress, leave=True)
+    bar, own_bar = (progress, False) if not isinstance(progress, bool) else (
+        progress_bar(f"IMP {model}", disable=not progress), True)
     try:
         # Round 0: the dense network, keeping the snapshots the reset strategy will read.
         mask = Mask.ones(net)
         dense_snapshots = sorted({0, *reset.snapshots_needed(config), *(int(k) for k in snapshot_at)})
         dense = cached_train(net, data, config, mask=None, seed=seed, snapshot_at=dense_snapshots,
-                             store=store, progress=progress, desc="dense")
+                             store=store, progress=bar, desc="dense")
         uses = cost.weight_uses(net, data.input_shape)
 
         def flops_of(result: TrainResult, m: Mask) -> int:
@@ -233,7 +235,6 @@ def run(
         round0 = RoundResult(0, mask, dense, start_state=init_state if keep_weights else None,
                              train_flops=flops_of(dense, mask))
         results.append(round0)
-        outer.update(1)
         if on_round:
             on_round(round0)
 
@@ -244,9 +245,9 @@ def run(
             start = reset.start(init_state=init_state, dense=dense, previous=previous, config=config)
             load_into(start.state)
             mask.apply(net)
-            start_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+            start_state = state_on_cpu(net)
             ticket = cached_train(net, data, config, mask=mask, seed=seed, start_iteration=start.start_iteration,
-                                  iterations=start.iterations, store=store, progress=progress,
+                                  steps=start.steps, store=store, progress=bar,
                                   desc=f"round {r} ticket")
             round_result = RoundResult(r, mask, ticket, start_state=start_state if keep_weights else None,
                                        train_flops=flops_of(ticket, mask))
@@ -255,7 +256,7 @@ def run(
                 if kind == "reinit":
                     fresh = models.build(model, data.input_shape, data.num_classes,
                                          seed=_control_seed(seed, r, kind), device=device)
-                    load_into({k: v.cpu() for k, v in fresh.state_dict().items()})
+                    load_into(state_on_cpu(fresh))
                     control_mask = mask
                 else:  # random mask, same per-layer counts, same start weights as the ticket
                     gen = torch.Generator().manual_seed(_control_seed(seed, r, kind))
@@ -263,7 +264,7 @@ def run(
                     load_into(start.state)
                 round_result.controls[kind] = cached_train(
                     net, data, config, mask=control_mask, seed=seed, start_iteration=start.start_iteration,
-                    iterations=start.iterations, store=store, progress=progress, desc=f"round {r} {kind}")
+                    steps=start.steps, store=store, progress=bar, desc=f"round {r} {kind}")
                 round_result.control_masks[kind] = control_mask
 
             results.append(round_result)
@@ -272,9 +273,52 @@ def run(
                 round_result.ticket = dataclasses.replace(ticket, final_state={}, snapshots={})
                 round_result.controls = {k: dataclasses.replace(c, final_state={})
                                          for k, c in round_result.controls.items()}
-            outer.update(1)
             if on_round:
                 on_round(round_result)
     finally:
-        outer.close()
+        if own_bar:
+            bar.close()
     return IMPResult(results, settings, init_state)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Several reset strategies on one shared dense run (chapters 02-03)
+
+
+def _snapshots(resets: Sequence[Reset], config: TrainConfig, extra: Iterable[int]) -> tuple[int, ...]:
+    return tuple(sorted({0, *(int(k) for k in extra), *(k for r in resets for k in r.snapshots_needed(config))}))
+
+
+def compare_resets(data: Dataset, model: str, config: TrainConfig, resets: Iterable[Reset | str], *, rounds: int,
+                   fraction: float, scope: str = "global", output_fraction: float | None = None, seed: int = 0,
+                   snapshot_at: Iterable[int] = (), store: RunStore | bool | None = None,
+                   progress=False) -> dict[str, IMPResult]:
+    """Run IMP (no controls) once per reset strategy, all on one shared dense run.
+
+    Every strategy is validated against ``config`` before anything trains. The dense run keeps the union of the
+    snapshots all strategies need plus ``snapshot_at``, so it is trained once and shared (pass the same
+    ``snapshot_at`` to later calls, e.g. a widget, to keep sharing it).
+
+    Returns:
+        ``{label: IMPResult}`` in the order given.
+    """
+    resets = [make_reset(r) for r in resets]
+    for r in resets:
+        r.validate(config)
+    shared = _snapshots(resets, config, snapshot_at)
+    return {label(r): run(data, model, config, rounds=rounds, fraction=fraction, scope=scope,
+                         output_fraction=output_fraction, reset=r, controls=(), seed=seed, store=store,
+                         snapshot_at=shared, progress=progress, keep_weights=False)
+            for r in resets}
+
+
+def dense_accuracies(data: Dataset, model: str, config: TrainConfig, seeds: Iterable[int], *,
+                     snapshot_at: Iterable[int] = (), store: RunStore | bool | None = None,
+                     progress=False) -> np.ndarray:
+    """Final test accuracy of the dense network for each seed (shape ``(len(seeds),)``).
+
+    Pass the ``snapshot_at`` used by :func:`compare_resets` so the seed it used loads the same cached dense run.
+    """
+    shared = tuple(sorted({0, *(int(k) for k in snapshot_at)}))
+    return np.array([run(data, model, config, rounds=0, controls=(), seed=s, store=store, snapshot_at=shared,
+                         progress=progress).rounds[0].ticket.final_test_accuracy for s in seeds])

@@ -15,6 +15,7 @@ Vocabulary used throughout the package:
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from pathlib import Path
 from typing import Iterator, Mapping
@@ -66,17 +67,6 @@ class Mask(Mapping[str, torch.Tensor]):
         """A dense mask (density 1) over the prunable weights of ``model``."""
         return cls({n: torch.ones_like(p, dtype=torch.bool) for n, p in prunable_parameters(model).items()})
 
-    @classmethod
-    def from_weights(cls, model_or_state: nn.Module | Mapping[str, torch.Tensor], names=None) -> "Mask":
-        """Mask of the nonzero entries of the given weights (names default to the prunable ones of a model)."""
-        if isinstance(model_or_state, nn.Module):
-            weights = prunable_parameters(model_or_state)
-        else:
-            weights = model_or_state
-        names = list(weights) if names is None else names
-        return cls({n: weights[n].detach() != 0 for n in names})
-
-    # --- mapping protocol ------------------------------------------------------------------------------------
     def __getitem__(self, name: str) -> torch.Tensor:
         return self._t[name]
 
@@ -191,11 +181,11 @@ class Mask(Mapping[str, torch.Tensor]):
 
     def save(self, path: str | os.PathLike) -> None:
         """Save to ``path`` (``torch.save`` of a dict of bool tensors), atomically."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-        torch.save(self.state_dict(), tmp)
-        os.replace(tmp, path)
+        from .store import atomic_write
+
+        buffer = io.BytesIO()
+        torch.save(self.state_dict(), buffer)
+        atomic_write(path, buffer.getvalue())
 
     @classmethod
     def load(cls, path: str | os.PathLike, device="cpu") -> "Mask":

@@ -217,8 +217,7 @@ def reinitialize(model: nn.Module, scheme: str, generator: torch.Generator) -> n
 def build(name: str, input_shape, num_classes: int, seed: int = 0, device: str | torch.device = "cpu") -> nn.Module:
     """Build architecture ``name`` for inputs of ``input_shape`` (one example, no batch dim) and ``num_classes``.
 
-    The weights depend only on ``(name, input_shape, num_classes, seed)``; the init scheme is stored on the model
-    as ``model.init_scheme`` so controls can re-draw a fresh initialisation of the same kind.
+    The weights depend only on ``(name, input_shape, num_classes, seed)``; ``model.arch_name`` records ``name``.
     """
     if name not in _BUILDERS:
         raise ValueError(f"unknown model {name!r}; valid names: {', '.join(names())}")
@@ -230,7 +229,6 @@ def build(name: str, input_shape, num_classes: int, seed: int = 0, device: str |
     model = model.to_empty(device="cpu")
     generator = torch.Generator().manual_seed(int(seed))
     reinitialize(model, scheme, generator)
-    model.init_scheme = scheme
     model.arch_name = name
     return model.to(device)
 

@@ -10,7 +10,6 @@ Densities are shown in percent of weights remaining on a log axis, dense on the 
 
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import Iterable
 
 import matplotlib.pyplot as plt
@@ -18,7 +17,10 @@ import matplotlib.ticker as ticker
 import numpy as np
 import seaborn as sns
 
-__all__ = ["as_records", "aggregate", "density_axis", "accuracy_over_iterations", "metric_vs_density", "imp_figure", "KIND_STYLE"]
+from .tables import aggregate, as_records
+
+__all__ = ["density_axis", "paper_reference", "accuracy_over_iterations", "metric_vs_density", "imp_figure", "KIND_STYLE",
+           "strategies_vs_density", "strategies_vs_cost"]
 
 KIND_STYLE = {
     "ticket": {"label": "winning ticket (IMP, reset to $W_0$)", "color": sns.color_palette("deep")[0], "marker": "o"},
@@ -26,37 +28,6 @@ KIND_STYLE = {
     "random": {"label": "random pruning (same layer densities)", "color": sns.color_palette("deep")[2],
                "marker": "^"},
 }
-
-
-def as_records(results) -> list[dict]:
-    """Normalise an IMPResult, a list of IMPResults or a list of record dicts to a list of record dicts."""
-    if hasattr(results, "records"):
-        return results.records()
-    out: list[dict] = []
-    for item in results:
-        out.extend(item.records() if hasattr(item, "records") else [item])
-    return out
-
-
-def aggregate(records: Iterable[dict], metric: str, kind: str = "ticket") -> dict[str, np.ndarray]:
-    """Per round of ``kind``: mean density, and mean / min / max of ``metric`` over seeds.
-
-    Returns arrays ``round``, ``density``, ``mean``, ``low``, ``high``, ``n`` sorted by round.
-    """
-    groups: dict[int, list[dict]] = defaultdict(list)
-    for rec in records:
-        if rec["kind"] == kind or (rec["round"] == 0 and rec["kind"] == "ticket"):
-            groups[rec["round"]].append(rec)
-    rounds = sorted(groups)
-    values = [np.array([g[metric] for g in groups[r]], dtype=float) for r in rounds]
-    return {
-        "round": np.array(rounds),
-        "density": np.array([np.mean([g["density"] for g in groups[r]]) for r in rounds]),
-        "mean": np.array([v.mean() for v in values]),
-        "low": np.array([v.min() for v in values]),
-        "high": np.array([v.max() for v in values]),
-        "n": np.array([len(v) for v in values]),
-    }
 
 
 def density_axis(ax, label: str = "weights remaining (%)") -> None:
@@ -67,6 +38,14 @@ def density_axis(ax, label: str = "weights remaining (%)") -> None:
     ax.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
     ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+
+
+def paper_reference(ax, value: float, label: str, axis: str = "y", color: str = "0.35") -> None:
+    """Draw a number reported by the paper on ``ax`` beside ours: a dotted line at ``value`` (in the axis' units,
+    e.g. percent) across the plot (``axis="y"``: horizontal, ``"x"``: vertical), labelled ``label`` in the legend
+    (e.g. ``"paper: 98.0 % (Frankle & Carbin, Fig. 4)"``)."""
+    line = ax.axhline if axis == "y" else ax.axvline
+    line(value, color=color, ls=":", lw=1.4, label=label)
 
 
 def metric_vs_density(records, metric: str = "best_test_accuracy", kinds=("ticket", "reinit", "random"), ax=None,
@@ -141,3 +120,61 @@ def imp_figure(records, title: str | None = None):
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Reset strategies compared (chapters 02-03): tables.strategy_table rows, the matching rule drawn as a band
+
+
+def _dense_band(ax, rule) -> None:
+    if rule is None:
+        return
+    ax.axhline(100 * rule.dense_mean, color="k", lw=1, ls="--", label="dense (mean over seeds)")
+    ax.axhspan(100 * rule.threshold, 100 * (rule.dense_mean + rule.spread), color="k", alpha=0.08,
+               label="matching band (dense ± spread)")
+
+
+def strategies_vs_density(table, rule=None, ax=None, title: str | None = None, metric: str | None = None):
+    """``metric`` (%; default the rule's, else final test accuracy) against weights remaining (%, log axis, dense
+    on the left), one line per strategy with min-max bars over seeds, the dense accuracy and the matching band
+    (survey Fig. 6A, Renda et al.'s unlimited-budget question). Legend outside the axes."""
+    from .tables import per_round
+
+    metric = metric or (rule.metric if rule is not None else "final_test_accuracy")
+    ax = ax or plt.subplots(figsize=(6.5, 4))[1]
+    rounds = per_round(table, metric)
+    for name in dict.fromkeys(table["strategy"]):
+        g = rounds.loc[name]
+        err = 100 * np.vstack([g["mean"] - g["low"], g["high"] - g["mean"]])
+        ax.errorbar(100 * g["density"], 100 * g["mean"], yerr=err if g["seeds"].max() > 1 else None, marker="o",
+                    ms=4, capsize=3, label=name)
+    _dense_band(ax, rule)
+    density_axis(ax)
+    ax.set_ylabel(metric.replace("_", " ") + " (%)")
+    ax.set_title(title or "accuracy against density")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return ax
+
+
+def strategies_vs_cost(table, rule=None, ax=None, title: str | None = None, cost: str = "search_iterations",
+                       metric: str | None = None):
+    """``metric`` (%) against cumulative search cost (``search_iterations`` or ``search_flops``), one line per
+    strategy, each marker a pruning round, the last annotated with its density (Renda et al.'s fixed-budget
+    question). Legend outside the axes."""
+    from .tables import per_round
+
+    metric = metric or (rule.metric if rule is not None else "final_test_accuracy")
+    ax = ax or plt.subplots(figsize=(6.5, 4))[1]
+    rounds = per_round(table, metric)
+    for name in dict.fromkeys(table["strategy"]):
+        g = rounds.loc[name]
+        line, = ax.plot(g[cost], 100 * g["mean"], marker="o", ms=4, label=name)
+        ax.annotate(f"{100 * g['density'].iloc[-1]:.3g} %", (g[cost].iloc[-1], 100 * g["mean"].iloc[-1]),
+                    fontsize=7, color=line.get_color(), xytext=(3, -8), textcoords="offset points")
+    _dense_band(ax, rule)
+    ax.set_xlabel("search cost: " + ("training iterations" if cost == "search_iterations" else "training FLOPs")
+                  + " spent so far")
+    ax.set_ylabel(metric.replace("_", " ") + " (%)")
+    ax.set_title(title or "accuracy against search cost")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return ax

@@ -1,239 +1,417 @@
-"""Rewinding, learning-rate rewinding and fine-tuning compared (Frankle et al. 2019; Renda et al. 2020).
+"""Rewinding: where the surviving weights restart from after each pruning step, and with which schedule.
 
-The chapters 02 and 03 run IMP once per reset strategy on one shared dense run and ask two questions of the
-results:
+Two method families live here, both used by several chapters:
 
-* **When does a ticket stop matching?** A pruned network is *matching* when its test accuracy is at least the
-  dense network's mean accuracy over seeds minus the dense network's spread over seeds (max - min), the same rule
-  as :func:`lth_tutorial.tables.smallest_matching_density`. Rounds are scanned from dense to sparse and the scan
-  stops at the first round that does not match.
-* **What did it cost?** Each IMP row carries the training iterations (and FLOPs of the kept weights) spent on the
-  dense run and every round up to it: Renda et al.'s *search cost*.
+**Reset strategies** of iterative magnitude pruning (chapters 01-03). A strategy turns (the initial weights W0, the
+dense run with its snapshots, the previous round's result) into a :class:`RoundStart`: the weights to start from
+(masked afterwards by IMP), the schedule position to resume at and the number of steps to train.
+``make_reset(name, **options)`` builds one by name; :data:`RESETS` lists them.
 
-Accuracies are fractions in [0, 1]; densities are fractions of prunable weights kept; iterations are optimizer
-steps. Everything goes through the run store, so each (strategy, round) is trained once and repeating a call loads
-it.
+=============  ==================================  =========================================  ======================
+name           surviving weights start from        learning-rate schedule                     steps per round
+=============  ==================================  =========================================  ======================
+``init``       W0 (Frankle & Carbin 2019)          replayed from iteration 0                  T
+``rewind``     W_k of the dense run                resumed at iteration k                     T - k
+               (Frankle et al. 2019)
+``lr_rewind``  the previous round's final weights  replayed from iteration k                  T - k
+               (Renda et al. 2020)
+``finetune``   the previous round's final weights  held at the final rate ``lr_at(T)``         n (``finetune_steps``)
+               (Renda et al. 2020)
+=============  ==================================  =========================================  ======================
+
+Here T is ``TrainConfig.iterations`` and iteration t trains at ``TrainConfig.lr_at(t)``. Fine-tuning starts the
+schedule at ``t = T``: :func:`lth_tutorial.training.train` goes on past the end at ``lr_at(t)``, which is the final
+rate for the ``step`` schedule (``lr * gamma ** len(milestones)``) and for ``constant`` (``lr``); warmup never
+applies there because ``warmup_iterations <= T``. The ``cosine`` schedule reaches 0 at T, so fine-tuning it would
+train at a learning rate of exactly 0: :meth:`FinetuneReset.validate` refuses that with a ``ValueError`` instead of
+silently "training" nothing (use ``lr_rewind``, or a step/constant schedule).
+
+Bad options fail with a ``ValueError`` before anything is trained: ``imp.run`` calls :meth:`Reset.validate` with
+the training config right after building the strategy.
+
+Every strategy builds a fresh optimizer each round, so **optimizer momentum (and Adam's moments) restart at zero**
+after a reset -- open_lth's behaviour (its ``train`` creates a new optimizer per run); Renda et al.'s code restores
+the optimizer state saved at the rewinding point instead. :func:`lth_tutorial.imp.compare_resets` runs several
+strategies on one shared dense run.
+
+**Kept-weight variants** (Zhou et al. 2019, chapter 04): what *value* each kept weight restarts from --
+:func:`start_weights` / :func:`start_state`.
+
+Each variant is a function ``(mask, init, generator) -> start weights``: ``mask`` is a
+:class:`~lth_tutorial.masks.Mask`, ``init`` the initial weights W0 as ``{name: tensor}`` (at least the mask's names)
+and ``generator`` a CPU ``torch.Generator`` (variants that draw nothing ignore it). The result is ``{name: tensor}``
+for the mask's names, with every pruned entry 0 and every kept entry set by the variant.
+
+``sigma`` below is the standard deviation of the layer's initial weights (all of them, kept or not) -- for the
+normal Glorot/Kaiming initialisations of :mod:`lth_tutorial.models` it estimates the init distribution's std.
+
+=================  ================================================  ============================================
+variant            kept weight starts at                             keeps
+=================  ================================================  ============================================
+original           ``w_0``  (Frankle & Carbin)                       values, signs
+reinit             ``N(0, sigma^2)``, fresh draw                     nothing of W0 but the layer's scale
+reshuffle          the layer's kept ``w_0`` values, permuted          the multiset of kept values per layer
+signed_reshuffle   permuted kept ``|w_0|``, with ``sign(w_0)``        signs, the multiset of kept magnitudes
+constant           ``±sigma``, random sign                            one magnitude per layer
+signed_reinit      ``|N(0, sigma^2)|`` fresh, with ``sign(w_0)``      signs
+signed_constant    ``sigma * sign(w_0)``                              signs, one magnitude per layer
+=================  ================================================  ============================================
+
+Zhou et al. find that the variants that keep the original signs (``original``, ``signed_*``) train about as well as
+``original``, the others do not -- a finding Frankle et al. (2020b) could not replicate on deeper networks.
+
+The *mask-0 action* (what pruned weights do) is separate: zero (default) or frozen at their initial value, which
+:func:`lth_tutorial.training.train` does with ``pruned_values=init`` (see :func:`frozen_at_init`).
 """
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Callable, Mapping
 
-import matplotlib.pyplot as plt
-import numpy as np
-import pandas as pd
+import torch
 
-from . import imp
-from .data import Dataset
-from .plots import density_axis
-from .resets import Reset, make_reset
-from .store import RunStore
-from .training import TrainConfig
+from .masks import Mask
+from .training import TrainConfig, TrainResult
 
-__all__ = ["label", "compare", "results_table", "dense_accuracies", "Matching", "matching",
-           "matching_summary", "accuracy_gap", "plot_accuracy_vs_density", "plot_accuracy_vs_cost", "plot_matching_vs_k"]
+__all__ = ["RoundStart", "Reset", "InitReset", "RewindReset", "LRRewindReset", "FinetuneReset", "RESETS",
+           "make_reset", "label",
+           "VARIANTS", "SIGNED", "variant_names", "start_weights", "start_state", "frozen_at_init", "layer_sigma",
+           "sign_of"]
 
-METRIC = "final_test_accuracy"
+Weights = Mapping[str, torch.Tensor]
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Reset strategies
+
+
+@dataclass(frozen=True)
+class RoundStart:
+    """Where a pruned round starts: the weights (before masking), the schedule position and the step count."""
+
+    state: dict[str, torch.Tensor]
+    start_iteration: int
+    steps: int | None  # optimizer steps; None = to the end of the schedule
+
+
+class Reset:
+    """How the surviving weights are set after each pruning step. Subclasses override :meth:`start`.
+
+    Attributes:
+        name: the strategy's name (``lth imp --reset NAME``).
+    """
+
+    name = "reset"
+
+    def validate(self, config: TrainConfig) -> None:
+        """Raise ``ValueError`` if this strategy cannot run with ``config`` (checked before any training)."""
+
+    def snapshots_needed(self, config: TrainConfig) -> tuple[int, ...]:
+        """Iterations of the dense run whose weights :meth:`start` will read."""
+        return (0,)
+
+    def start(self, *, init_state: dict, dense: TrainResult, previous: TrainResult,
+              config: TrainConfig) -> RoundStart:
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        """Plain-data description, part of cache keys and exported results."""
+        return {"name": self.name}
+
+    def __repr__(self) -> str:
+        options = ", ".join(f"{k}={v!r}" for k, v in self.describe().items() if k != "name")
+        return f"make_reset({self.name!r}{', ' if options else ''}{options})"
+
+
+def _whole_number(value, what: str, minimum: int) -> int:
+    """``value`` as an int >= ``minimum``, or a ValueError naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+        raise ValueError(f"{what} must be a whole number, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{what} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def _check_rewind_point(iteration: int, config: TrainConfig, strategy: str) -> None:
+    if iteration > config.iterations:
+        raise ValueError(f"{strategy}: rewind_to={iteration} lies beyond the end of training "
+                         f"(config.iterations={config.iterations}); choose 0 <= rewind_to <= {config.iterations}")
+
+
+class InitReset(Reset):
+    """Frankle & Carbin's reset: survivors go back to their initial values W0; the full schedule is replayed."""
+
+    name = "init"
+
+    def start(self, *, init_state, dense, previous, config):
+        return RoundStart(state=init_state, start_iteration=0, steps=None)
+
+
+class RewindReset(Reset):
+    """Weight rewinding (Frankle et al. 2019): survivors go back to W_k, their values at iteration ``k`` of the dense
+    run, and retrain from iteration k with the learning-rate schedule resumed there (T - k steps per round).
+
+    ``rewind_to=0`` is the same as ``init`` (W_0 is the initialisation).
+
+    Args:
+        rewind_to: the rewinding point k, in optimizer steps, ``0 <= k <= config.iterations``.
+    """
+
+    name = "rewind"
+
+    def __init__(self, rewind_to: int):
+        self.rewind_to = _whole_number(rewind_to, "rewind_to (the rewinding iteration k)", 0)
+
+    def validate(self, config):
+        _check_rewind_point(self.rewind_to, config, "rewind")
+
+    def snapshots_needed(self, config):
+        return (self.rewind_to,)
+
+    def start(self, *, init_state, dense, previous, config):
+        k = self.rewind_to
+        if k not in dense.snapshots:
+            kept = sorted(dense.snapshots) or "none"
+            raise ValueError(f"rewind to iteration {k} needs the dense run's weights at iteration {k}, but the dense "
+                             f"run kept snapshots at {kept}; train it with snapshot_at=({k},) (imp.run does this "
+                             f"itself; pass snapshot_at to share one dense run between several k)")
+        return RoundStart(state=dense.snapshots[k], start_iteration=k, steps=None)
+
+    def describe(self):
+        return {"name": self.name, "rewind_to": self.rewind_to}
+
+
+class LRRewindReset(Reset):
+    """Learning-rate rewinding (Renda et al. 2020): survivors keep the previous round's final weights; only the
+    learning-rate schedule is replayed from iteration ``k`` (T - k steps per round).
+
+    Args:
+        rewind_to: where the schedule is replayed from, ``0 <= k <= config.iterations`` (Renda et al. find k = 0,
+            i.e. the whole schedule, almost always works best).
+    """
+
+    name = "lr_rewind"
+
+    def __init__(self, rewind_to: int = 0):
+        self.rewind_to = _whole_number(rewind_to, "rewind_to (where the learning-rate schedule restarts)", 0)
+
+    def validate(self, config):
+        _check_rewind_point(self.rewind_to, config, "lr_rewind")
+
+    def snapshots_needed(self, config):
+        return ()
+
+    def start(self, *, init_state, dense, previous, config):
+        return RoundStart(state=previous.final_state, start_iteration=self.rewind_to, steps=None)
+
+    def describe(self):
+        return {"name": self.name, "rewind_to": self.rewind_to}
+
+
+class FinetuneReset(Reset):
+    """Fine-tuning (Renda et al. 2020's baseline): survivors keep the previous round's final weights and train on
+    for ``finetune_steps`` steps at the final learning rate of the schedule, ``config.lr_at(config.iterations)``.
+
+    Implemented as training from ``start_iteration = T`` for ``finetune_steps`` steps; see the module docstring for
+    why this is the final rate and why the cosine schedule is refused.
+
+    Args:
+        finetune_steps: fine-tuning steps per pruning round (>= 1).
+    """
+
+    name = "finetune"
+
+    def __init__(self, finetune_steps: int):
+        self.finetune_steps = _whole_number(finetune_steps, "finetune_steps", 1)
+
+    def validate(self, config):
+        final_lr = config.lr_at(config.iterations)
+        if final_lr <= 0.0:
+            raise ValueError(f"finetune trains at the schedule's final learning rate, which is {final_lr} for the "
+                             f"{config.schedule!r} schedule (it decays to 0 at iteration {config.iterations}); "
+                             f"use a 'step' or 'constant' schedule, or reset='lr_rewind'")
+
+    def snapshots_needed(self, config):
+        return ()
+
+    def start(self, *, init_state, dense, previous, config):
+        return RoundStart(state=previous.final_state, start_iteration=config.iterations, steps=self.finetune_steps)
+
+    def describe(self):
+        return {"name": self.name, "finetune_steps": self.finetune_steps}
+
+
+RESETS: dict[str, Callable[..., Reset]] = {
+    "init": InitReset,
+    "rewind": RewindReset,
+    "lr_rewind": LRRewindReset,
+    "finetune": FinetuneReset,
+}
+
+
+def make_reset(name: str | Reset, **options) -> Reset:
+    """A reset strategy by name (see ``RESETS``), or pass a :class:`Reset` through.
+
+    Examples: ``make_reset("init")``, ``make_reset("rewind", rewind_to=500)``, ``make_reset("lr_rewind",
+    rewind_to=0)``, ``make_reset("finetune", finetune_steps=3000)``.
+
+    Raises:
+        ValueError: unknown name, an option the strategy does not take, a missing required option or a bad value.
+    """
+    if isinstance(name, Reset):
+        if options:
+            raise ValueError(f"options {sorted(options)} cannot be applied to an already built {name!r}")
+        return name
+    if name not in RESETS:
+        raise ValueError(f"unknown reset strategy {name!r}; valid: {', '.join(RESETS)}")
+    factory = RESETS[name]
+    parameters = inspect.signature(factory).parameters
+    unknown = sorted(set(options) - set(parameters))
+    if unknown:
+        valid = ", ".join(parameters) or "none"
+        raise ValueError(f"reset strategy {name!r} takes no option {', '.join(unknown)}; its options: {valid}")
+    missing = [p for p, spec in parameters.items() if spec.default is inspect.Parameter.empty and p not in options]
+    if missing:
+        raise ValueError(f"reset strategy {name!r} needs {', '.join(f'{p}=...' for p in missing)} "
+                         f"(e.g. make_reset({name!r}, {missing[0]}=...))")
+    return factory(**options)
 
 
 def label(reset: Reset | str) -> str:
     """A short legend label: ``"rewind k=50"``, ``"lr_rewind k=0"``, ``"finetune n=400"``, ``"init"``."""
     reset = make_reset(reset)
     options = {k: v for k, v in reset.describe().items() if k != "name"}
-    short = {"iteration": "k", "iterations": "n"}
+    short = {"rewind_to": "k", "finetune_steps": "n"}
     return " ".join([reset.name, *(f"{short.get(k, k)}={v}" for k, v in options.items())])
 
 
-def _snapshots(resets: Sequence[Reset], config: TrainConfig, extra: Iterable[int]) -> tuple[int, ...]:
-    return tuple(sorted({0, *(int(k) for k in extra), *(k for r in resets for k in r.snapshots_needed(config))}))
+# ------------------------------------------------------------------------------------------------------------------
+# Kept-weight variants (Zhou et al. 2019)
 
 
-def compare(data: Dataset, model: str, config: TrainConfig, resets: Iterable[Reset | str], *, rounds: int,
-            fraction: float, scope: str = "global", output_fraction: float | None = None, seed: int = 0,
-            snapshot_at: Iterable[int] = (), store: RunStore | bool | None = None,
-            progress: bool = False) -> dict[str, imp.IMPResult]:
-    """Run IMP (no controls) once per reset strategy, all on one shared dense run.
+def layer_sigma(w0: torch.Tensor) -> torch.Tensor:
+    """Standard deviation of all initial weights of one layer (a 0-d tensor, same dtype as ``w0``)."""
+    return w0.detach().float().std().to(w0.dtype) if w0.numel() > 1 else w0.detach().abs().reshape(())
 
-    Every strategy is validated against ``config`` before anything trains. The dense run keeps the union of the
-    snapshots all strategies need plus ``snapshot_at``, so it is trained once and shared (pass the same
-    ``snapshot_at`` to later calls, e.g. a widget, to keep sharing it).
+
+def sign_of(w0: torch.Tensor) -> torch.Tensor:
+    """+1 / -1 per entry (an exact zero counts as +1, so every kept weight gets a nonzero start)."""
+    return torch.where(w0 >= 0, 1.0, -1.0).to(w0.dtype)
+
+
+def _normal(like: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    return torch.randn(like.shape, generator=g, dtype=torch.float32).to(device=like.device, dtype=like.dtype)
+
+
+def _random_sign(like: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    bits = torch.randint(0, 2, like.shape, generator=g).to(device=like.device, dtype=like.dtype)
+    return 2 * bits - 1
+
+
+def _permute_kept(values: torch.Tensor, kept: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """``values`` with its kept entries randomly permuted among the kept positions; pruned entries 0."""
+    flat, flat_kept = values.reshape(-1), kept.reshape(-1)
+    idx = flat_kept.nonzero().squeeze(1)
+    perm = torch.randperm(idx.numel(), generator=g).to(idx.device)
+    out = torch.zeros_like(flat)
+    out[idx] = flat[idx[perm]]
+    return out.reshape(values.shape)
+
+
+def _original(w0, kept, g):
+    return w0
+
+
+def _reinit(w0, kept, g):
+    return layer_sigma(w0) * _normal(w0, g)
+
+
+def _reshuffle(w0, kept, g):
+    return _permute_kept(w0, kept, g)
+
+
+def _signed_reshuffle(w0, kept, g):
+    return _permute_kept(w0.abs(), kept, g) * sign_of(w0)
+
+
+def _constant(w0, kept, g):
+    return layer_sigma(w0) * _random_sign(w0, g)
+
+
+def _signed_reinit(w0, kept, g):
+    return layer_sigma(w0) * _normal(w0, g).abs() * sign_of(w0)
+
+
+def _signed_constant(w0, kept, g):
+    return layer_sigma(w0) * sign_of(w0)
+
+
+#: variant name -> ``f(w0, kept (bool), generator) -> new values`` for one layer (masked afterwards).
+VARIANTS: dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]] = {
+    "original": _original,
+    "reinit": _reinit,
+    "reshuffle": _reshuffle,
+    "signed_reshuffle": _signed_reshuffle,
+    "constant": _constant,
+    "signed_reinit": _signed_reinit,
+    "signed_constant": _signed_constant,
+}
+
+#: the variants that keep the initial sign of every kept weight.
+SIGNED = frozenset({"original", "signed_reshuffle", "signed_reinit", "signed_constant"})
+
+
+def variant_names() -> tuple[str, ...]:
+    """All kept-weight variant names (Zhou et al.)."""
+    return tuple(VARIANTS)
+
+
+def _check_variant(variant: str) -> None:
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown rewinding variant {variant!r}; valid variants: {', '.join(VARIANTS)}")
+
+
+def start_weights(variant: str, mask: Mask, init: Weights, generator: torch.Generator | None = None
+                  ) -> dict[str, torch.Tensor]:
+    """Start weights of the kept weights under ``variant``; pruned entries are 0.
+
+    Args:
+        variant: one of :func:`variant_names`.
+        mask: which weights are kept (bool per weight, keyed by parameter name).
+        init: the initial weights W0, ``{name: tensor}`` covering the mask's names (a full state dict is fine).
+        generator: CPU generator for the variants that draw random numbers (required by them).
 
     Returns:
-        ``{label: IMPResult}`` in the order given.
+        ``{name: tensor}`` for the mask's names, shapes and dtypes of ``init``.
     """
-    resets = [make_reset(r) for r in resets]
-    for r in resets:
-        r.validate(config)
-    shared = _snapshots(resets, config, snapshot_at)
-    return {label(r): imp.run(data, model, config, rounds=rounds, fraction=fraction, scope=scope,
-                              output_fraction=output_fraction, reset=r, controls=(), seed=seed, store=store,
-                              snapshot_at=shared, progress=progress, keep_weights=False)
-            for r in resets}
+    _check_variant(variant)
+    if generator is None and variant not in ("original", "signed_constant"):
+        raise ValueError(f"rewinding variant {variant!r} draws random numbers: pass generator=torch.Generator()...")
+    missing = [n for n in mask if n not in init]
+    if missing:
+        raise ValueError(f"initial weights lack {missing}")
+    fn = VARIANTS[variant]
+    out = {}
+    for n, kept in mask.items():
+        w0 = init[n].detach()
+        if tuple(w0.shape) != tuple(kept.shape):
+            raise ValueError(f"mask shape {tuple(kept.shape)} for {n!r} does not match the weight's "
+                             f"{tuple(w0.shape)}")
+        kept = kept.to(w0.device)
+        out[n] = fn(w0, kept, generator) * kept.to(w0.dtype)
+    return out
 
 
-def results_table(results: dict[str, imp.IMPResult] | Iterable[tuple[str, imp.IMPResult]]) -> pd.DataFrame:
-    """One row per (strategy, seed, round) of the tickets: ``strategy, seed, round, density, accuracy`` (final test
-    accuracy), ``best_test_accuracy, start_iteration, iterations_trained, search_iterations, search_flops``."""
-    items = results.items() if isinstance(results, dict) else results
-    rows = []
-    for name, result in items:
-        for rec in result.records():
-            if rec["kind"] != "ticket":
-                continue
-            rows.append({"strategy": name, "seed": rec["seed"], "round": rec["round"], "density": rec["density"],
-                         "accuracy": rec[METRIC], "best_test_accuracy": rec["best_test_accuracy"],
-                         "start_iteration": rec["start_iteration"], "iterations_trained": rec["iterations_trained"],
-                         "search_iterations": rec["search_iterations"], "search_flops": rec["search_flops"]})
-    return pd.DataFrame(rows)
+def start_state(variant: str, mask: Mask, init_state: Weights, generator: torch.Generator | None = None
+                ) -> dict[str, torch.Tensor]:
+    """A full state dict: ``init_state`` with the masked weights replaced by :func:`start_weights`."""
+    new = start_weights(variant, mask, init_state, generator)
+    return {k: (new[k] if k in new else v.detach().clone()) for k, v in init_state.items()}
 
 
-def dense_accuracies(data: Dataset, model: str, config: TrainConfig, seeds: Iterable[int], *,
-                     snapshot_at: Iterable[int] = (), store: RunStore | bool | None = None,
-                     progress: bool = False) -> np.ndarray:
-    """Final test accuracy of the dense network for each seed (shape ``(len(seeds),)``).
-
-    Pass the ``snapshot_at`` used by :func:`compare` so the seed it used loads the same cached dense run.
-    """
-    shared = tuple(sorted({0, *(int(k) for k in snapshot_at)}))
-    return np.array([imp.run(data, model, config, rounds=0, controls=(), seed=s, store=store, snapshot_at=shared,
-                             progress=progress).rounds[0].ticket.final_test_accuracy for s in seeds])
-
-
-@dataclass(frozen=True)
-class Matching:
-    """The matching rule: a ticket matches when ``accuracy >= threshold = dense_mean - spread``.
-
-    Attributes:
-        dense_mean: mean dense test accuracy over seeds (fraction).
-        spread: max - min of the dense accuracies over seeds (0 with one seed).
-        seeds: how many dense runs the spread comes from.
-    """
-
-    dense_mean: float
-    spread: float
-    seeds: int
-
-    @property
-    def threshold(self) -> float:
-        return self.dense_mean - self.spread
-
-    def __str__(self) -> str:
-        return (f"matching = test accuracy >= {100 * self.threshold:.2f} % (dense {100 * self.dense_mean:.2f} % "
-                f"mean over {self.seeds} seeds, minus their spread {100 * self.spread:.2f} points)")
-
-
-def matching(dense: Sequence[float]) -> Matching:
-    """The matching rule from the dense network's accuracies over seeds."""
-    dense = np.asarray(dense, dtype=float)
-    if dense.size == 0:
-        raise ValueError("need the dense accuracy of at least one seed")
-    return Matching(float(dense.mean()), float(dense.max() - dense.min()), int(dense.size))
-
-
-def matching_summary(table: pd.DataFrame, rule: Matching) -> pd.DataFrame:
-    """Per strategy: the smallest density still matching (scanning rounds from dense to sparse, stopping at the
-    first miss), the search iterations spent to reach it, and the final round's density and accuracy.
-
-    Columns: ``smallest matching density`` (fraction; NaN when round 1 already misses), ``iterations to reach it``,
-    ``accuracy there``, ``sparsest density``, ``accuracy at sparsest``, ``total search iterations``. Accuracies are
-    means over the seeds present.
-    """
-    rows = []
-    for name, group in table.groupby("strategy", sort=False):
-        per_round = group.groupby("round").agg(density=("density", "mean"), accuracy=("accuracy", "mean"),
-                                               search_iterations=("search_iterations", "mean")).sort_index()
-        smallest = None
-        for rnd, row in per_round.iloc[1:].iterrows():
-            if row["accuracy"] < rule.threshold:
-                break
-            smallest = row
-        last = per_round.iloc[-1]
-        rows.append({"strategy": name,
-                     "smallest matching density": np.nan if smallest is None else smallest["density"],
-                     "iterations to reach it": np.nan if smallest is None else smallest["search_iterations"],
-                     "accuracy there": np.nan if smallest is None else smallest["accuracy"],
-                     "sparsest density": last["density"], "accuracy at sparsest": last["accuracy"],
-                     "total search iterations": last["search_iterations"]})
-    return pd.DataFrame(rows).set_index("strategy")
-
-
-def accuracy_gap(table: pd.DataFrame, first: str, second: str) -> pd.Series:
-    """Accuracy of strategy ``first`` minus that of ``second`` (fraction; > 0 means ``first`` is better) at every
-    pruned round both reached, means over seeds; indexed by weights remaining (%). Both strategies must prune at
-    the same fraction, so round r has the same density in both."""
-    per = {}
-    for name in (first, second):
-        group = table[(table["strategy"] == name) & (table["round"] > 0)]
-        if group.empty:
-            raise ValueError(f"no pruned rounds of {name!r}; strategies present: "
-                             f"{', '.join(dict.fromkeys(table['strategy']))}")
-        per[name] = group.groupby("round").agg(density=("density", "mean"), accuracy=("accuracy", "mean"))
-    both = per[first].merge(per[second], left_index=True, right_index=True, suffixes=("_1", "_2"))
-    return pd.Series((both["accuracy_1"] - both["accuracy_2"]).to_numpy(),
-                     index=pd.Index((100 * both["density_1"]).round(2).to_numpy(), name="weights remaining %"),
-                     name=f"{first} - {second}")
-
-
-# ------------------------------------------------------------------------------------------------------------------
-# Figures
-
-
-def _dense_band(ax, rule: Matching | None, horizontal: bool = True) -> None:
-    if rule is None:
-        return
-    ax.axhline(100 * rule.dense_mean, color="k", lw=1, ls="--", label="dense (mean over seeds)")
-    ax.axhspan(100 * rule.threshold, 100 * (rule.dense_mean + rule.spread), color="k", alpha=0.08,
-               label="matching band (dense ± spread)")
-
-
-def plot_accuracy_vs_density(table: pd.DataFrame, rule: Matching | None = None, ax=None, title: str | None = None):
-    """Test accuracy (%) against weights remaining (%, log axis, dense on the left), one line per strategy, with
-    the dense accuracy and the matching band (survey Fig. 6A, Renda et al.'s unlimited-budget question)."""
-    ax = ax or plt.subplots(figsize=(6, 4))[1]
-    for name, group in table.groupby("strategy", sort=False):
-        per_round = group.groupby("round").agg(density=("density", "mean"), accuracy=("accuracy", "mean"))
-        ax.plot(100 * per_round["density"], 100 * per_round["accuracy"], marker="o", ms=4, label=name)
-    _dense_band(ax, rule)
-    density_axis(ax)
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(title or "accuracy against density")
-    ax.legend(fontsize=8)
-    return ax
-
-
-def plot_accuracy_vs_cost(table: pd.DataFrame, rule: Matching | None = None, ax=None, title: str | None = None,
-                          cost: str = "search_iterations"):
-    """Test accuracy (%) against cumulative search cost (``search_iterations`` or ``search_flops``), one line per
-    strategy, each marker a pruning round, annotated with the density (Renda et al.'s fixed-budget question)."""
-    ax = ax or plt.subplots(figsize=(6, 4))[1]
-    for name, group in table.groupby("strategy", sort=False):
-        per_round = group.groupby("round").agg(density=("density", "mean"), accuracy=("accuracy", "mean"),
-                                               cost=(cost, "mean"))
-        line, = ax.plot(per_round["cost"], 100 * per_round["accuracy"], marker="o", ms=4, label=name)
-        last = per_round.iloc[-1]
-        ax.annotate(f"{100 * last['density']:.3g} %", (last["cost"], 100 * last["accuracy"]), fontsize=7,
-                    color=line.get_color(), xytext=(3, -8), textcoords="offset points")
-    _dense_band(ax, rule)
-    ax.set_xlabel("search cost: " + ("training iterations" if cost == "search_iterations" else "training FLOPs")
-                  + " spent so far")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(title or "accuracy against search cost")
-    ax.legend(fontsize=8)
-    return ax
-
-
-def plot_matching_vs_k(summary: pd.DataFrame, ks: Sequence[int], ax=None, title: str | None = None):
-    """Smallest matching density (%) against the rewinding iteration k (one bar per k; none = never matched)."""
-    ax = ax or plt.subplots(figsize=(5, 3.5))[1]
-    values = [100 * summary["smallest matching density"].iloc[i] for i in range(len(ks))]
-    positions = np.arange(len(ks))
-    ax.bar(positions, [0 if np.isnan(v) else v for v in values], color="tab:blue")
-    for x, v in zip(positions, values):
-        ax.annotate("no match" if np.isnan(v) else f"{v:.3g} %", (x, 0 if np.isnan(v) else v), ha="center",
-                    va="bottom", fontsize=8)
-    ax.set_xticks(positions, [str(k) for k in ks])
-    ax.set_xlabel("rewinding iteration k")
-    ax.set_ylabel("smallest matching density (%)\n(lower is better)")
-    ax.set_title(title or "how far IMP prunes before the ticket stops matching")
-    return ax
+def frozen_at_init(mask: Mask, init: Weights) -> dict[str, torch.Tensor]:
+    """``pruned_values`` for :func:`lth_tutorial.training.train` that freezes pruned weights at W0 (Zhou et al.'s
+    "mask-0 action: freeze at init") instead of zero."""
+    return {n: init[n].detach().clone() for n in mask}

@@ -28,7 +28,7 @@ import torch
 
 from .paths import cache_dir
 
-__all__ = ["RunStore", "CorruptEntryWarning", "canonical_key", "default_store"]
+__all__ = ["RunStore", "CorruptEntryWarning", "canonical_key", "default_store", "state_digest", "atomic_write"]
 
 T = TypeVar("T")
 _MAGIC = b"LTH1 "
@@ -68,6 +68,22 @@ def canonical_key(parts: dict) -> str:
             "torch": ".".join(torch.__version__.split("+")[0].split(".")[:2])}
     text = json.dumps(full, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def atomic_write(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a reader (or a killed writer) never sees a half-written file: a temporary
+    file in the same folder, flushed to disk, then moved into place with ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 class RunStore:
@@ -115,14 +131,7 @@ class RunStore:
         buffer = io.BytesIO()
         torch.save(payload, buffer)
         body = buffer.getvalue()
-        path = self.path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as fh:
-            fh.write(_MAGIC + hashlib.sha256(body).hexdigest().encode() + b"\n" + body)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        atomic_write(self.path(key), _MAGIC + hashlib.sha256(body).hexdigest().encode() + b"\n" + body)
 
     def cached(self, parts: dict, compute: Callable[[], T]) -> T:
         """Return the stored payload for ``parts`` or compute, store and return it."""
@@ -164,44 +173,3 @@ def state_digest(state: dict[str, torch.Tensor]) -> str:
         h.update(f"{name}|{tuple(t.shape)}|{t.dtype}|".encode())
         h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
     return h.hexdigest()[:32]
-
-
-def cached_train(model, data, config, *, mask=None, seed: int = 0, snapshot_at=(), start_iteration: int = 0,
-                 iterations: int | None = None, pruned_values=None, store: "RunStore | bool | None" = None,
-                 progress: bool = True, desc: str | None = None):
-    """:func:`lth_tutorial.training.train` through the run store.
-
-    The key covers the model's current weights (by content), architecture, data spec, config, mask, seed,
-    snapshot iterations, start iteration, step count, the values pruned weights are held at (if any) and device
-    type. On a hit the stored final weights are loaded into ``model``, so the caller sees the same model state
-    either way.
-    """
-    from .training import TrainResult, train
-
-    store = default_store(store)
-    parts = {
-        "kind": "train",
-        "arch": getattr(model, "arch_name", type(model).__name__),
-        "start_state": state_digest(model.state_dict()),
-        "data": data.spec,
-        "config": config,
-        "mask": mask,
-        "seed": int(seed),
-        "snapshot_at": sorted({int(k) for k in snapshot_at}),
-        "start_iteration": int(start_iteration),
-        "iterations": iterations,
-        "device": data.device.type,
-    }
-    if pruned_values is not None:
-        parts["pruned_values"] = pruned_values
-
-    def compute():
-        result = train(model, data, config, mask=mask, seed=seed, snapshot_at=snapshot_at,
-                       start_iteration=start_iteration, iterations=iterations, pruned_values=pruned_values,
-                       progress=progress, desc=desc)
-        return dataclasses.asdict(result)
-
-    payload = store.cached(parts, compute)
-    result = TrainResult(**payload)
-    model.load_state_dict({k: v.to(data.device) for k, v in result.final_state.items()})
-    return result

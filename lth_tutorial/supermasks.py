@@ -40,7 +40,7 @@ from torch.func import functional_call
 from .criteria import check_density
 from .data import Dataset, batches
 from .masks import Mask, prunable_parameters
-from .rewind_variants import layer_sigma
+from .rewinding import layer_sigma
 from .training import DivergenceError, TrainConfig, evaluate
 
 __all__ = ["METHODS", "RESCALES", "WEIGHTS", "SupermaskResult", "MaskedNetwork", "masked_accuracy",

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +24,8 @@ from torch import nn
 from .data import Dataset, batches
 from .masks import Mask
 
-__all__ = ["TrainConfig", "TrainResult", "DivergenceError", "train", "evaluate"]
+__all__ = ["TrainConfig", "TrainResult", "DivergenceError", "train", "cached_train", "evaluate", "state_on_cpu",
+           "progress_bar"]
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "step", "cosine")
@@ -145,17 +146,6 @@ class TrainResult:
     def final_val_accuracy(self) -> float:
         return self.history[-1]["val_accuracy"]
 
-    def summary(self) -> dict:
-        """Plain-data view (no tensors) for tables and JSON."""
-        return {
-            "best_iteration": self.best_iteration,
-            "final_test_accuracy": self.final_test_accuracy,
-            "best_test_accuracy": self.best_test_accuracy,
-            "start_iteration": self.start_iteration,
-            "iterations_trained": self.iterations_trained,
-            "history": self.history,
-        }
-
 
 @torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 2000) -> tuple[float, float]:
@@ -178,8 +168,23 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     return float(loss_sum) / len(y), int(correct) / len(y)
 
 
-def _state_on_cpu(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+def state_on_cpu(model_or_state: nn.Module | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A detached CPU copy of a model's ``state_dict`` (or of a state dict), never sharing memory with it."""
+    state = model_or_state.state_dict() if isinstance(model_or_state, nn.Module) else model_or_state
+    return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+
+
+def progress_bar(desc: str, disable: bool = False, total: int = 0):
+    """One tqdm bar for a long call (a whole IMP run or a sweep), counting optimizer steps.
+
+    Pass it as ``progress=`` to :func:`train`, :func:`cached_train`, :func:`lth_tutorial.imp.run` and the chapter
+    sweeps: each training run adds its steps to ``total`` and advances it, so a notebook shows one bar per call
+    instead of one per training run. Runs loaded from the run store add nothing. Close it (or use ``with``) when
+    done; its final line stays readable as text.
+    """
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, disable=disable, leave=True, mininterval=0.5, unit="step")
 
 
 def train(
@@ -190,9 +195,9 @@ def train(
     seed: int = 0,
     snapshot_at: Iterable[int] = (),
     start_iteration: int = 0,
-    iterations: int | None = None,
+    steps: int | None = None,
     pruned_values: dict[str, torch.Tensor] | None = None,
-    progress: bool = True,
+    progress=True,
     desc: str | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on ``data`` and return the history, final weights and snapshots.
@@ -205,25 +210,23 @@ def train(
         seed: seed of the batch order (and augmentation).
         snapshot_at: iterations at which to keep a copy of the weights (``start_iteration`` = before any step).
         start_iteration: resume the learning-rate schedule here (weights are whatever ``model`` holds).
-        iterations: steps to take; default ``config.iterations - start_iteration`` (i.e. run to the end of the
-            schedule). More steps than that continue at the schedule's last learning rate ``lr_at(t)``.
+        steps: optimizer steps to take; default ``config.iterations - start_iteration`` (i.e. run to the end of
+            the schedule, whose length is ``config.iterations``). More steps than that continue at ``lr_at(t)``.
         pruned_values: hold pruned weights at these values (``{name: tensor}``, e.g. their initial values:
             Zhou et al.'s "freeze at init") instead of at zero. Needs ``mask``.
-        progress: show a tqdm progress bar.
+        progress: ``True`` for a bar of this run, ``False`` for none, or an open :func:`progress_bar` to advance.
         desc: label of the progress bar.
 
     Raises:
         DivergenceError: the loss became NaN/inf (names the iteration and learning rate).
         ValueError: bad ``start_iteration`` / ``snapshot_at``, or a mask that does not fit the model.
     """
-    from tqdm.auto import tqdm
-
     if not 0 <= start_iteration <= config.iterations:
         raise ValueError(f"start_iteration={start_iteration} must lie in [0, {config.iterations}] "
                          f"(the run has {config.iterations} iterations)")
-    steps = config.iterations - start_iteration if iterations is None else int(iterations)
+    steps = config.iterations - start_iteration if steps is None else int(steps)
     if steps < 0:
-        raise ValueError(f"iterations must be >= 0, got {steps}")
+        raise ValueError(f"steps must be >= 0, got {steps}")
     end = start_iteration + steps
     snapshot_at = sorted({int(k) for k in snapshot_at})
     bad = [k for k in snapshot_at if not start_iteration <= k <= end]
@@ -288,9 +291,13 @@ def train(
     model.train()
     record(start_iteration)
     if start_iteration in snapshot_at:
-        snapshots[start_iteration] = _state_on_cpu(model)
+        snapshots[start_iteration] = state_on_cpu(model)
 
-    bar = tqdm(total=steps, desc=desc or "train", disable=not progress, leave=False, mininterval=0.5)
+    own_bar = isinstance(progress, bool)
+    bar = progress_bar(desc or "train", disable=not progress) if own_bar else progress
+    bar.total = (bar.total or 0) + steps
+    if not own_bar and desc:
+        bar.set_description_str(desc, refresh=False)
     current_lr = None
     try:
         for t in range(start_iteration, end):
@@ -319,13 +326,14 @@ def train(
 
             done = t + 1
             if done in snapshot_at:
-                snapshots[done] = _state_on_cpu(model)
+                snapshots[done] = state_on_cpu(model)
             if (done - start_iteration) % config.eval_every == 0 or done == end:
                 record(done)
                 bar.set_postfix(val_acc=f"{history[-1]['val_accuracy']:.3f}", refresh=False)
             bar.update(1)
     finally:
-        bar.close()
+        if own_bar:
+            bar.close()
 
     if len(data.y_val):
         best = min(history, key=lambda r: (r["val_loss"], r["iteration"]))
@@ -334,8 +342,50 @@ def train(
     return TrainResult(
         history=history,
         best_iteration=best["iteration"],
-        final_state=_state_on_cpu(model),
+        final_state=state_on_cpu(model),
         snapshots=snapshots,
         start_iteration=start_iteration,
         iterations_trained=steps,
     )
+
+
+def cached_train(model: nn.Module, data: Dataset, config: TrainConfig, *, mask: Mask | None = None, seed: int = 0,
+                 snapshot_at: Iterable[int] = (), start_iteration: int = 0, steps: int | None = None,
+                 pruned_values: dict[str, torch.Tensor] | None = None, store=None, progress=True,
+                 desc: str | None = None) -> TrainResult:
+    """:func:`train` through the run store (:mod:`lth_tutorial.store`): trained once, loaded afterwards.
+
+    The key covers the model's current weights (by content), architecture, data spec, config, mask, seed,
+    snapshot iterations, start iteration, step count, the values pruned weights are held at (if any) and device
+    type. On a hit the stored final weights are loaded into ``model``, so the caller sees the same model state
+    either way. ``store``: a :class:`~lth_tutorial.store.RunStore`, ``None`` for the default one, ``False`` to
+    disable caching.
+    """
+    from .store import default_store, state_digest
+
+    store = default_store(store)
+    parts = {
+        "kind": "train",
+        "arch": getattr(model, "arch_name", type(model).__name__),
+        "start_state": state_digest(model.state_dict()),
+        "data": data.spec,
+        "config": config,
+        "mask": mask,
+        "seed": int(seed),
+        "snapshot_at": sorted({int(k) for k in snapshot_at}),
+        "start_iteration": int(start_iteration),
+        "iterations": steps,
+        "device": data.device.type,
+    }
+    if pruned_values is not None:
+        parts["pruned_values"] = pruned_values
+
+    def compute():
+        result = train(model, data, config, mask=mask, seed=seed, snapshot_at=snapshot_at,
+                       start_iteration=start_iteration, steps=steps, pruned_values=pruned_values,
+                       progress=progress, desc=desc)
+        return dataclasses.asdict(result)
+
+    result = TrainResult(**store.cached(parts, compute))
+    model.load_state_dict({k: v.to(data.device) for k, v in result.final_state.items()})
+    return result

@@ -5,6 +5,9 @@ method doing the work, and an ``output`` area where figures and progress bars ap
 raises errors like any function; an error raised by a *button click* is printed (with its traceback) into the
 panel's output and kept in ``last_error`` -- never swallowed silently. Notebooks click ``run_button`` once so that
 executing the notebook also exercises the callback path.
+
+Panels here serve several chapters (:class:`IMPPanel`: chapter 01; :class:`StrategyPanel`: chapters 02-03); a panel
+only one chapter uses lives in that chapter's module under :mod:`lth_tutorial.chapters`.
 """
 
 from __future__ import annotations
@@ -15,12 +18,18 @@ import ipywidgets as W
 import matplotlib.pyplot as plt
 from IPython.display import display
 
+from typing import Sequence
+
+import pandas as pd
+
 from . import data as data_mod
-from . import imp, models, plots
+from . import imp, models, plots, rewinding, tables
+from .data import Dataset
 from .presets import RunSpec
+from .rewinding import make_reset
 from .training import TrainConfig
 
-__all__ = ["Panel", "IMPPanel"]
+__all__ = ["Panel", "IMPPanel", "StrategyPanel"]
 
 
 class Panel:
@@ -116,3 +125,79 @@ class IMPPanel(Panel):
             plt.show()
         self.status.value = f"done: {len(self.results)} seed(s), {self.rounds.value} rounds"
         return self.results
+
+
+class StrategyPanel(Panel):
+    """Run IMP with one more reset strategy and draw it beside reference curves.
+
+    Args:
+        data: the dataset the reference curves were trained on.
+        spec: model, training config, rounds and fraction of the reference runs.
+        reference: :func:`lth_tutorial.tables.strategy_table` of the curves computed so far.
+        rule: the matching rule (dense accuracy and spread over seeds).
+        snapshots: the dense-run snapshots the reference runs shared; the rewinding points offered are these, so the
+            dense run is loaded from the store, never retrained.
+        seed: seed of the IMP run (the one the reference curves used).
+        store: run store (finished runs load instantly).
+    """
+
+    title = "Reset strategies compared: pick one, press Run"
+
+    def __init__(self, data: Dataset, spec: RunSpec, reference: pd.DataFrame, rule: tables.Matching,
+                 snapshots: Sequence[int], seed: int = 0, store=None):
+        super().__init__()
+        self.data, self.spec, self.reference, self.rule, self.seed, self.store = data, spec, reference, rule, seed, store
+        self.snapshots = tuple(sorted({int(k) for k in snapshots}))
+        total = spec.config.iterations
+        self.strategy = W.Dropdown(options=["rewind", "lr_rewind", "finetune", "init"], value="rewind",
+                                   description="strategy")
+        self.k = W.SelectionSlider(options=list(self.snapshots), value=self.snapshots[min(1, len(self.snapshots) - 1)],
+                                   description="k (rewind)")
+        self.finetune_iterations = W.IntSlider(value=total // 4, min=max(1, total // 20), max=2 * total,
+                                               step=max(1, total // 20), description="finetune n")
+        self.rounds = W.IntSlider(value=spec.rounds, min=1, max=2 * spec.rounds, description="rounds")
+        names = list(dict.fromkeys(reference["strategy"]))
+        self.shown = W.SelectMultiple(options=names, value=tuple(names), rows=min(6, len(names)),
+                                      description="compare with")
+        self.controls = [self.strategy, self.k, self.finetune_iterations, self.rounds, self.shown]
+        self.table: pd.DataFrame | None = None
+        self.figure = None
+
+    def reset(self):
+        """The reset strategy the controls describe."""
+        name = self.strategy.value
+        if name in ("rewind", "lr_rewind"):
+            return make_reset(name, rewind_to=self.k.value)
+        if name == "finetune":
+            return make_reset(name, finetune_steps=self.finetune_iterations.value)
+        return make_reset(name)
+
+    def run(self) -> pd.DataFrame:
+        """Run IMP with the chosen strategy (through the store) and redraw both figures; returns the table drawn."""
+        reset = self.reset()
+        self.status.value = f"running {rewinding.label(reset)}..."
+        with self.output:
+            result = imp.compare_resets(self.data, self.spec.model, self.spec.config, [reset],
+                                        rounds=self.rounds.value, fraction=self.spec.fraction, scope=self.spec.scope,
+                                        output_fraction=self.spec.output_fraction, seed=self.seed,
+                                        snapshot_at=self.snapshots, store=self.store, progress=True)
+        new = tables.strategy_table(result)
+        new["strategy"] = new["strategy"] + " (yours)"
+        mine = rewinding.label(reset)
+        shown = self.reference[self.reference["strategy"].isin(self.shown.value)
+                               & (self.reference["strategy"] != mine)]  # never draw the same curve twice
+        self.table = pd.concat([shown, new], ignore_index=True)
+        self.output.clear_output(wait=True)
+        with self.output:
+            self.figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4))
+            plots.strategies_vs_density(self.table, self.rule, ax=left)
+            plots.strategies_vs_cost(self.table, self.rule, ax=right)
+            self.figure.tight_layout()
+            plt.show()
+        summary = tables.matching_summary(new, self.rule).iloc[0]
+        smallest = summary["smallest matching density"]
+        self.status.value = (f"{rewinding.label(reset)}: "
+                             + ("never matches" if smallest != smallest else
+                                f"matches down to {100 * smallest:.3g} % of the weights after "
+                                f"{summary['iterations to reach it']:,.0f} training iterations"))
+        return self.table

@@ -7,6 +7,7 @@ widgets (stored in the notebook's widget state) or as stderr text. :func:`execut
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -64,3 +65,51 @@ def execute(path: Path, timeout: int = 600, cwd: Path | None = None) -> tuple[ob
             errors += _output_errors(cell.get("outputs"), f"cell {i}")
     errors += widget_errors(nb)
     return nb, seconds, errors
+
+
+TAG = re.compile(r"<!--\s*claim:\s*([\w.-]+)\s*-->")
+#: a percentage in a markdown line that speaks of our own run: a typed result the run could contradict.
+TYPED_RESULT = re.compile(r"\b\d+(\.\d+)?\s?%")
+OWN_RUN = re.compile(r"\b(we get|we got|we measured|our run|ours|this run|in quick mode|quick-mode run|here we get)\b",
+                     re.I)
+
+
+def shown_claims(nb) -> dict[str, dict]:
+    """``{id: claim}`` of every claim the executed notebook showed with :func:`lth_tutorial.claims.show`."""
+    from lth_tutorial.claims import MIMETYPE
+
+    found = {}
+    for cell in nb.cells:
+        for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            payload = out.get("data", {}).get(MIMETYPE)
+            if payload:
+                for claim in json.loads(payload) if isinstance(payload, str) else payload:
+                    found[claim["id"]] = claim
+    return found
+
+
+def tagged_claims(nb) -> list[tuple[int, str]]:
+    """``(cell index, claim id)`` of every ``<!-- claim: ID -->`` tag in a markdown cell."""
+    return [(i, m.group(1)) for i, cell in enumerate(nb.cells) if cell.cell_type == "markdown"
+            for m in TAG.finditer(cell.source)]
+
+
+def prose_problems(nb) -> list[str]:
+    """Markdown that the run can contradict: a tagged claim that was not shown or did not hold, and typed
+    percentages in lines that speak of our own run."""
+    claims = shown_claims(nb)
+    problems = []
+    for i, claim_id in tagged_claims(nb):
+        if claim_id not in claims:
+            problems.append(f"markdown cell {i} relies on claim {claim_id!r}, which no cell showed")
+        elif claims[claim_id]["verdict"] != "holds":
+            c = claims[claim_id]
+            problems.append(f"markdown cell {i} relies on claim {claim_id!r} ({c['statement']}), but this run says "
+                            f"{c['verdict']}: {c['evidence']}")
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "markdown":
+            continue
+        for line in cell.source.splitlines():
+            if TYPED_RESULT.search(line) and OWN_RUN.search(line):
+                problems.append(f"markdown cell {i} types a result of our run: {line.strip()[:160]!r}")
+    return problems

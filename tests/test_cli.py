@@ -27,8 +27,10 @@ def _run(argv, capsys):
     (["imp", "--preset", "nope"], "lenet_mnist"),
     (["imp", "--controls", "shuffle"], "reinit"),
     (["imp", "--reset", "magic"], "init"),
-    (["imp", "--reset", "init", "--rewind-iteration", "5"], "iteration"),
-    (["imp", "--reset", "rewind", "--rewind-iteration", "999999"], "beyond the end of training"),
+    (["imp", "--reset", "init", "--rewind-iteration", "5"], "--rewind-iteration applies to --reset rewind"),
+    (["imp", "--reset", "rewind"], "--reset rewind needs --rewind-iteration K"),
+    (["imp", "--reset", "init", "--finetune-iterations", "5"], "--finetune-iterations applies to --reset finetune"),
+    (["imp", "--reset", "rewind", "--rewind-iteration", "999999"], "--rewind-iteration 999999 lies beyond the end"),
     (["imp", "--device", "cuda:7"] if not __import__("torch").cuda.is_available() else ["imp", "--device", "tpu"],
      "device"),
     (["frobnicate"], "invalid choice"),
@@ -108,7 +110,18 @@ def test_imp_with_a_preset_and_rewinding(capsys, tmp_path):
     assert code == 0, out + err
     result = json.loads((tmp_path / "results.json").read_text())
     settings = result["settings"][0]
-    assert settings["model"] == "mnist1d_cnn" and settings["reset"] == {"name": "rewind", "iteration": 10}
+    assert settings["model"] == "mnist1d_cnn" and settings["reset"] == {"name": "rewind", "rewind_to": 10}
     pruned = [r for r in result["records"] if r["round"] == 1]
     assert [r["kind"] for r in pruned] == ["ticket"]
     assert pruned[0]["start_iteration"] == 10 and pruned[0]["iterations_trained"] == 30
+
+
+def test_finetune_defaults_to_a_round_of_training(capsys, tmp_path):
+    argv = ["imp", "--rounds", "1", "--iterations", "30", "--reset", "finetune", "--controls", "none",
+            "--out", str(tmp_path), "--no-progress", "--no-cache"]
+    code, out, err = _run(argv, capsys)
+    assert code == 0, out + err
+    result = json.loads((tmp_path / "results.json").read_text())
+    assert result["settings"][0]["reset"] == {"name": "finetune", "finetune_steps": 30}
+    pruned = [r for r in result["records"] if r["round"] == 1]
+    assert pruned[0]["start_iteration"] == 30 and pruned[0]["iterations_trained"] == 30

@@ -28,7 +28,7 @@ RECORDS = [
 
 
 def test_aggregate_mean_and_spread_over_seeds():
-    agg = plots.aggregate(RECORDS, "best_test_accuracy", "reinit")
+    agg = tables.aggregate(RECORDS, "best_test_accuracy", "reinit")
     assert agg["round"].tolist() == [0, 1, 2]  # the dense round heads every curve
     assert agg["mean"].tolist() == pytest.approx([0.81, 0.77, 0.61])
     assert agg["low"].tolist() == pytest.approx([0.80, 0.76, 0.60]) and agg["n"].tolist() == [2, 2, 2]
@@ -39,7 +39,8 @@ def test_tables_matching_and_speedup():
     assert table.loc[1, "ticket acc %"] == pytest.approx(84.0) and table.loc[2, "reinit stop it"] == 200
     # dense mean 0.81, spread 0.02: round 1 (0.84) and round 2 (0.795 >= 0.79) match
     assert tables.smallest_matching_density(RECORDS) == 0.25
-    assert tables.smallest_matching_density(RECORDS, tolerance=0.0) == 0.5
+    zero_spread = tables.Matching(dense_mean=0.81, spread=0.0, seeds=2, metric="best_test_accuracy")
+    assert tables.smallest_matching_density(RECORDS, rule=zero_spread) == 0.5
     assert tables.smallest_matching_density(RECORDS, "reinit") is None
     assert tables.early_stop_speedup(RECORDS).tolist() == pytest.approx([1.0, 110 / 70, 110 / 90])
 

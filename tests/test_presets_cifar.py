@@ -8,7 +8,7 @@ import torch
 
 from lth_tutorial import data as data_mod, imp, models, presets
 from lth_tutorial.data import Dataset, crop_and_flip
-from lth_tutorial.resets import make_reset
+from lth_tutorial.rewinding import make_reset
 from lth_tutorial.store import RunStore
 
 CIFAR_PRESETS = ["resnet20_cifar10", "resnet20_cifar10_warmup", "vgg19_cifar10", "vgg19_cifar10_warmup"]
@@ -70,7 +70,7 @@ def test_full_settings_train_a_few_steps_on_cifar_shaped_data(name, tmp_path):
     spec = presets.get(name).full
     config = spec.config.replace(iterations=3, eval_every=3, warmup_iterations=min(spec.config.warmup_iterations, 3))
     result = imp.run(fake_cifar(), spec.model, config, rounds=1, fraction=spec.fraction, scope=spec.scope,
-                     output_fraction=spec.output_fraction, reset=make_reset("rewind", iteration=1), controls=(),
+                     output_fraction=spec.output_fraction, reset=make_reset("rewind", rewind_to=1), controls=(),
                      store=RunStore(tmp_path), progress=False)
     assert result.rounds[1].ticket.iterations_trained == 2
     densities = result.rounds[1].mask.layer_densities()
@@ -86,7 +86,7 @@ def test_quick_setting_runs_on_embedded_data(tmp_path):
     dataset = data_mod.load(spec.dataset)
     config = spec.config.replace(iterations=20, eval_every=10, milestones=(10, 15))
     result = imp.run(dataset, spec.model, config, rounds=1, fraction=spec.fraction, scope=spec.scope,
-                     reset=make_reset("lr_rewind", iteration=0), controls=(), store=RunStore(tmp_path),
+                     reset=make_reset("lr_rewind", rewind_to=0), controls=(), store=RunStore(tmp_path),
                      progress=False)
     assert result.rounds[1].density == pytest.approx(0.5, abs=1e-3)
 

@@ -1,135 +1,192 @@
-"""The rewinding chapters' helpers: shared dense run, tables, the matching rule, accuracy gaps, figures, the panel."""
+"""Reset strategies of IMP: start-of-round weights bit for bit, the schedule position, cost accounting, bad input."""
 
 from __future__ import annotations
 
 import math
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import numpy as np
-import pandas as pd
 import pytest
+import torch
 
-from lth_tutorial import rewinding
-from lth_tutorial.presets import RunSpec
-from lth_tutorial.resets import make_reset
+from lth_tutorial import cost, imp, models, training
+from lth_tutorial.data import Dataset
+from lth_tutorial.rewinding import RESETS, FinetuneReset, RewindReset, make_reset
 from lth_tutorial.store import RunStore
-from lth_tutorial.training import TrainConfig
-from test_resets import tiny_data
+from lth_tutorial.training import TrainConfig, TrainResult
 
-CONFIG = TrainConfig(optimizer="sgd", lr=0.05, momentum=0.9, batch_size=16, iterations=10, schedule="step",
-                     milestones=(5,), eval_every=5)
 MODEL = "mnist1d_cnn"
+T = 12
+CONFIG = TrainConfig(optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=1e-4, batch_size=16, iterations=T,
+                     schedule="step", milestones=(4, 8), gamma=0.5, eval_every=4)
+
+
+def tiny_data(seed: int = 0) -> Dataset:
+    """A 10-class problem shaped like mnist1d (40 features), small enough to train in milliseconds."""
+    gen = torch.Generator().manual_seed(seed)
+    centres = torch.randn(10, 40, generator=gen)
+
+    def split(n):
+        y = torch.randint(0, 10, (n,), generator=gen)
+        return centres[y] + 0.5 * torch.randn(n, 40, generator=gen), y
+
+    (xtr, ytr), (xva, yva), (xte, yte) = split(96), split(32), split(32)
+    return Dataset("tiny", xtr, ytr, xva, yva, xte, yte, num_classes=10, input_shape=(40,),
+                   spec={"name": "tiny-test-set", "seed": seed})
 
 
 @pytest.fixture(scope="module")
 def data():
-    return tiny_data(1)
+    return tiny_data()
 
 
-def fake_table(rows):
-    """A results table from (strategy, round, density, accuracy, search_iterations) tuples."""
-    return pd.DataFrame([{"strategy": s, "seed": 0, "round": r, "density": d, "accuracy": a,
-                          "search_iterations": c, "search_flops": 10 * c} for s, r, d, a, c in rows])
+def run_imp(data, reset, store, rounds=2, **kwargs):
+    return imp.run(data, MODEL, CONFIG, rounds=rounds, fraction=0.5, controls=(), reset=reset, seed=3,
+                   store=store, progress=False, **kwargs)
 
 
-def test_label():
-    assert rewinding.label(make_reset("rewind", iteration=50)) == "rewind k=50"
-    assert rewinding.label(make_reset("finetune", iterations=7)) == "finetune n=7"
-    assert rewinding.label("init") == "init"
+def assert_start_is_masked(round_result, reference: dict[str, torch.Tensor]):
+    """start_state == mask * reference for pruned tensors and == reference for everything else, bit for bit."""
+    for name, value in round_result.start_state.items():
+        expected = reference[name] * round_result.mask[name] if name in round_result.mask else reference[name]
+        assert torch.equal(value, expected), name
 
 
-def test_compare_shares_one_dense_run_and_tabulates_the_search_cost(data, tmp_path):
+def test_registry_lists_every_strategy():
+    assert set(RESETS) == {"init", "rewind", "lr_rewind", "finetune"}
+
+
+@pytest.mark.parametrize("k", [5, 0])
+def test_rewind_starts_from_mask_times_W_k_with_the_schedule_resumed_at_k(data, tmp_path, k):
+    result = run_imp(data, make_reset("rewind", rewind_to=k), RunStore(tmp_path))
+    dense = result.rounds[0].ticket
+    w_k = dense.snapshots[k]
+    if k == 0:
+        assert all(torch.equal(w_k[n], result.init_state[n]) for n in w_k)  # W_0 is the initialisation
+    for rnd in result.rounds[1:]:
+        assert_start_is_masked(rnd, w_k)
+        assert rnd.ticket.start_iteration == k
+        assert rnd.ticket.iterations_trained == T - k
+        assert rnd.ticket.history[0]["iteration"] == k
+        assert rnd.ticket.history[0]["lr"] == CONFIG.lr_at(k)
+        assert rnd.ticket.history[-1]["iteration"] == T
+    # the dense run trained through iteration k at the same rate the retraining resumes with
+    assert CONFIG.lr_at(k) == (CONFIG.lr if k < 4 else CONFIG.lr * 0.5)
+
+
+def test_rewind_to_zero_is_the_init_reset(data, tmp_path):
     store = RunStore(tmp_path)
-    resets = [make_reset("rewind", iteration=3), make_reset("lr_rewind", iteration=0),
-              make_reset("finetune", iterations=4)]
-    results = rewinding.compare(data, MODEL, CONFIG, resets, rounds=2, fraction=0.5, snapshot_at=(6,), store=store)
-    assert list(results) == ["rewind k=3", "lr_rewind k=0", "finetune n=4"]
-    dense_finals = [r.rounds[0].ticket.final_state for r in results.values()]
-    assert all(set(r.rounds[0].ticket.snapshots) == {0, 3, 6} for r in results.values())
-    for other in dense_finals[1:]:
-        assert all((other[n] == dense_finals[0][n]).all() for n in other)
-    table = rewinding.results_table(results)
-    assert len(table) == 3 * 3
-    per_round = table.pivot_table(index="round", columns="strategy", values="search_iterations")
-    assert per_round["rewind k=3"].tolist() == [10, 17, 24]
-    assert per_round["lr_rewind k=0"].tolist() == [10, 20, 30]
-    assert per_round["finetune n=4"].tolist() == [10, 14, 18]
-    # one dense run per seed: asking for the dense accuracies with the same snapshots loads it
-    files_before = sorted(p.name for p in tmp_path.rglob("*.pt"))
-    acc = rewinding.dense_accuracies(data, MODEL, CONFIG, [0], snapshot_at=(0, 3, 6), store=store)
-    assert sorted(p.name for p in tmp_path.rglob("*.pt")) == files_before
-    assert acc[0] == results["rewind k=3"].rounds[0].ticket.final_test_accuracy
+    rewound = run_imp(data, make_reset("rewind", rewind_to=0), store)
+    reset_to_init = run_imp(data, "init", store)
+    for a, b in zip(rewound.rounds, reset_to_init.rounds):
+        assert a.mask.digest() == b.mask.digest()
+        assert [h["test_accuracy"] for h in a.ticket.history] == [h["test_accuracy"] for h in b.ticket.history]
+        assert all(torch.equal(a.ticket.final_state[n], b.ticket.final_state[n]) for n in a.ticket.final_state)
 
 
-def test_compare_validates_every_strategy_before_training(data, tmp_path):
-    with pytest.raises(ValueError, match="beyond the end of training"):
-        rewinding.compare(data, MODEL, CONFIG, ["init", make_reset("rewind", iteration=11)], rounds=1,
-                          fraction=0.5, store=RunStore(tmp_path / "s"))
-    assert not (tmp_path / "s").exists()
+def test_lr_rewind_keeps_previous_final_weights_and_replays_the_schedule_from_k(data, tmp_path):
+    k = 6
+    result = run_imp(data, make_reset("lr_rewind", rewind_to=k), RunStore(tmp_path))
+    for previous, rnd in zip(result.rounds, result.rounds[1:]):
+        assert_start_is_masked(rnd, previous.ticket.final_state)
+        assert rnd.ticket.start_iteration == k
+        assert rnd.ticket.iterations_trained == T - k
+        assert rnd.ticket.history[0]["lr"] == CONFIG.lr_at(k) == CONFIG.lr * 0.5
 
 
-def test_matching_rule_and_summary():
-    rule = rewinding.matching([0.90, 0.92, 0.88])
-    assert math.isclose(rule.dense_mean, 0.90) and math.isclose(rule.spread, 0.04)
-    assert math.isclose(rule.threshold, 0.86)
-    table = fake_table([
-        ("a", 0, 1.0, 0.90, 10), ("a", 1, 0.5, 0.91, 20), ("a", 2, 0.25, 0.87, 30), ("a", 3, 0.125, 0.80, 40),
-        ("a", 4, 0.0625, 0.88, 50),  # matches again after a miss: the scan has stopped at round 3
-        ("b", 0, 1.0, 0.90, 10), ("b", 1, 0.5, 0.85, 15), ("b", 2, 0.25, 0.95, 20),
-    ])
-    summary = rewinding.matching_summary(table, rule)
-    assert summary.loc["a", "smallest matching density"] == 0.25
-    assert summary.loc["a", "iterations to reach it"] == 30
-    assert summary.loc["a", "total search iterations"] == 50
-    assert np.isnan(summary.loc["b", "smallest matching density"])
-    with pytest.raises(ValueError):
-        rewinding.matching([])
+def test_finetune_keeps_previous_final_weights_at_the_final_learning_rate(data, tmp_path):
+    n = 5
+    result = run_imp(data, make_reset("finetune", finetune_steps=n), RunStore(tmp_path))
+    final_lr = CONFIG.lr * CONFIG.gamma ** len(CONFIG.milestones)
+    for previous, rnd in zip(result.rounds, result.rounds[1:]):
+        assert_start_is_masked(rnd, previous.ticket.final_state)
+        assert rnd.ticket.iterations_trained == n
+        assert [row["lr"] for row in rnd.ticket.history] == [final_lr] * len(rnd.ticket.history)
+    assert result.rounds[1].ticket.history[-1]["iteration"] == T + n
 
 
-def test_accuracy_gap_pairs_rounds():
-    table = fake_table([("a", 0, 1.0, 0.9, 1), ("a", 1, 0.5, 0.8, 2), ("a", 2, 0.25, 0.7, 3),
-                        ("b", 0, 1.0, 0.9, 1), ("b", 1, 0.5, 0.6, 2)])
-    gap = rewinding.accuracy_gap(table, "a", "b")
-    assert gap.index.tolist() == [50.0] and math.isclose(gap.iloc[0], 0.2)
-    with pytest.raises(ValueError, match="strategies present"):
-        rewinding.accuracy_gap(table, "a", "c")
+def test_finetune_final_rate_for_each_schedule():
+    step = TrainConfig(lr=0.1, iterations=100, schedule="step", milestones=(50, 75), gamma=0.1,
+                       warmup_iterations=100)
+    assert math.isclose(step.lr_at(100), 0.1 * 0.1 ** 2) and step.lr_at(100) == step.lr_at(99)
+    assert TrainConfig(lr=0.1, iterations=100, warmup_iterations=100).lr_at(100) == 0.1  # warmup never applies
+    FinetuneReset(3).validate(step)
+    cosine = TrainConfig(lr=0.1, iterations=100, schedule="cosine")
+    assert cosine.lr_at(100) == 0.0
+    with pytest.raises(ValueError, match="cosine"):
+        FinetuneReset(3).validate(cosine)
 
 
-def test_figures_draw_one_line_per_strategy():
-    table = fake_table([("a", 0, 1.0, 0.9, 1), ("a", 1, 0.5, 0.8, 2), ("b", 0, 1.0, 0.9, 1), ("b", 1, 0.5, 0.6, 3)])
-    rule = rewinding.matching([0.9, 0.91])
-    ax = rewinding.plot_accuracy_vs_density(table, rule)
-    assert [l.get_label() for l in ax.get_lines()][:2] == ["a", "b"]
-    assert ax.get_lines()[1].get_ydata().tolist() == [90.0, 60.0]
-    ax = rewinding.plot_accuracy_vs_cost(table, rule)
-    assert ax.get_lines()[1].get_xdata().tolist() == [1, 3]
-    summary = rewinding.matching_summary(table, rule)
-    ax = rewinding.plot_matching_vs_k(summary, ks=[0, 5])
-    assert [p.get_height() for p in ax.patches] == [0, 0]  # neither matches at 50 %
-    matplotlib.pyplot.close("all")
+@pytest.mark.parametrize("reset, steps_per_round", [
+    ("init", T), (make_reset("rewind", rewind_to=4), T - 4), (make_reset("lr_rewind", rewind_to=2), T - 2),
+    (make_reset("finetune", finetune_steps=3), 3)])
+def test_search_cost_adds_up(data, tmp_path, reset, steps_per_round):
+    result = run_imp(data, reset, RunStore(tmp_path), rounds=3)
+    rows = [r for r in result.records() if r["kind"] == "ticket"]
+    net = models.build(MODEL, data.input_shape, data.num_classes)
+    flops_so_far = 0
+    for r, (row, rnd) in enumerate(zip(rows, result.rounds)):
+        assert row["iterations_trained"] == (T if r == 0 else steps_per_round)
+        assert row["search_iterations"] == T + r * steps_per_round
+        expected_flops = cost.train_flops(net, data.input_shape, row["iterations_trained"], CONFIG.batch_size,
+                                          rnd.mask)
+        assert rnd.train_flops == expected_flops > 0
+        flops_so_far += expected_flops
+        assert row["search_flops"] == flops_so_far
+    # pruned rounds are cheaper per step: flops count only kept weights
+    assert rows[3]["search_flops"] - rows[2]["search_flops"] < (rows[1]["search_flops"] - rows[0]["search_flops"])
 
 
-def test_strategy_panel_runs_and_reports_errors(data, tmp_path):
-    from lth_tutorial.rewinding_widgets import StrategyPanel
+def test_one_dense_run_is_shared_by_every_k(data, tmp_path, monkeypatch):
+    calls = []
+    real_train = training.train
 
+    def counting_train(*args, **kwargs):
+        calls.append((kwargs.get("mask") is None, kwargs.get("start_iteration", 0)))
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(training, "train", counting_train)
     store = RunStore(tmp_path)
-    spec = RunSpec(dataset="tiny", model=MODEL, config=CONFIG, rounds=1, fraction=0.5)
-    reference = rewinding.results_table(rewinding.compare(data, MODEL, CONFIG, ["init"], rounds=1, fraction=0.5,
-                                                          snapshot_at=(0, 4), store=store))
-    rule = rewinding.matching([reference["accuracy"].iloc[0]])
-    panel = StrategyPanel(data, spec, reference, rule, snapshots=(0, 4), store=store)
-    panel.strategy.value, panel.k.value = "rewind", 4
-    table = panel.run()
-    assert set(table["strategy"]) == {"init", "rewind k=4 (yours)"}
-    assert "rewind k=4" in panel.status.value
-    panel.strategy.value = "finetune"
-    panel.finetune_iterations.value = 3
-    assert panel.reset().describe() == {"name": "finetune", "iterations": 3}
-    # a click whose run fails leaves the traceback in the panel, never silence
-    panel.data = None
-    panel.run_button.click()
-    assert panel.last_error is not None and "Traceback" in panel.last_error
-    matplotlib.pyplot.close("all")
+    for reset in [make_reset("rewind", rewind_to=2), make_reset("rewind", rewind_to=6),
+                  make_reset("lr_rewind", rewind_to=0), "init"]:
+        run_imp(data, reset, store, rounds=1, snapshot_at=(2, 6))
+    dense_trainings = [c for c in calls if c[0]]
+    assert len(dense_trainings) == 1
+    assert len(calls) == 1 + 4  # one dense run, then round 1 of each of the four strategies
+
+
+@pytest.mark.parametrize("reset, message", [
+    (lambda: make_reset("rewind", rewind_to=T + 1), "beyond the end of training"),
+    (lambda: make_reset("lr_rewind", rewind_to=T + 5), "beyond the end of training"),
+    (lambda: make_reset("rewind", rewind_to=-1), ">= 0"),
+    (lambda: make_reset("rewind", finetune_steps=3), "takes no option finetune_steps"),
+    (lambda: make_reset("finetune"), "needs finetune_steps="),
+    (lambda: make_reset("finetune", finetune_steps=0), ">= 1"),
+    (lambda: make_reset("rewnd", rewind_to=3), "unknown reset strategy 'rewnd'"),
+    (lambda: "rewnd", "unknown reset strategy"),
+])
+def test_bad_input_fails_before_anything_is_trained_or_cached(data, tmp_path, reset, message):
+    store = RunStore(tmp_path / "store")
+    with pytest.raises(ValueError, match=message):
+        run_imp(data, reset(), store)
+    assert not (tmp_path / "store").exists() or not any((tmp_path / "store").rglob("*"))
+
+
+def test_cosine_finetune_fails_before_training(data, tmp_path):
+    store = RunStore(tmp_path / "store")
+    with pytest.raises(ValueError, match="final learning rate"):
+        imp.run(data, MODEL, CONFIG.replace(schedule="cosine", milestones=()), rounds=1, controls=(),
+                reset=make_reset("finetune", finetune_steps=3), store=store, progress=False)
+    assert not (tmp_path / "store").exists()
+
+
+def test_missing_snapshot_names_the_snapshot_to_request():
+    reset = RewindReset(7)
+    dense = TrainResult(history=[], best_iteration=0, final_state={}, snapshots={0: {}})
+    with pytest.raises(ValueError, match=r"snapshot_at=\(7,\)"):
+        reset.start(init_state={}, dense=dense, previous=dense, config=CONFIG)
+    assert reset.snapshots_needed(CONFIG) == (7,)
+
+
+def test_describe_is_part_of_the_settings(data, tmp_path):
+    result = run_imp(data, make_reset("rewind", rewind_to=3), RunStore(tmp_path), rounds=1)
+    assert result.settings["reset"] == {"name": "rewind", "rewind_to": 3}
+    assert make_reset("finetune", finetune_steps=4).describe() == {"name": "finetune", "finetune_steps": 4}

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from lth_tutorial import models, store as store_mod
-from lth_tutorial.store import CorruptEntryWarning, RunStore, cached_train, canonical_key
+from lth_tutorial.store import CorruptEntryWarning, RunStore, canonical_key
+from lth_tutorial.training import cached_train
 
 from helpers import blobs, tiny_config
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lth_tutorial import criteria, data, models
-from lth_tutorial import rewind_variants as rewinding
+from lth_tutorial import rewinding
 from lth_tutorial.masks import Mask
 from lth_tutorial.training import TrainConfig, train
 
@@ -22,7 +22,7 @@ def _gen(seed=0):
     return torch.Generator().manual_seed(seed)
 
 
-@pytest.mark.parametrize("variant", rewinding.names())
+@pytest.mark.parametrize("variant", rewinding.variant_names())
 def test_every_variant_zeroes_pruned_and_fills_kept(setup, variant):
     init, mask = setup
     out = rewinding.start_weights(variant, mask, init, _gen())

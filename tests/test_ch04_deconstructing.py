@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from lth_tutorial import data, deconstruct
+from lth_tutorial import data
+from lth_tutorial.chapters import ch04_deconstructing_tickets as deconstruct
 from lth_tutorial.store import RunStore
 from lth_tutorial.training import TrainConfig
 
@@ -95,7 +96,7 @@ def test_bad_input(small, store, dense):
 
 def test_panel_click_runs_and_reports_errors(small, store, dense):
     pytest.importorskip("ipywidgets")
-    from lth_tutorial.deconstruct_panel import TicketPanel
+    from lth_tutorial.chapters.ch04_deconstructing_tickets import TicketPanel
 
     panel = TicketPanel(dense, small, CONFIG, store=store)
     panel.variant.value, panel.density.value = "signed_reinit", 0.1

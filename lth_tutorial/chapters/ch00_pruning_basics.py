@@ -1,4 +1,4 @@
-"""Experiments of chapter 00 ("Pruning in Deep Learning"): the four questions of the survey's Fig. 1.
+"""Chapter 00's experiments ("Pruning in Deep Learning"): the four questions of the survey's Fig. 1.
 
 * what to prune -- unstructured vs structured, global vs layer-wise (:func:`pruning_curve`);
 * how to rank weights -- magnitude vs random scores (:func:`pruning_curve`);
@@ -13,11 +13,10 @@ import time
 
 import torch
 
-from . import imp, models, scores
-from .data import Dataset
-from .masks import Mask, prune, prune_structured
-from .store import cached_train
-from .training import TrainConfig, evaluate, train
+from .. import imp, models, scores
+from ..data import Dataset
+from ..masks import Mask, prune, prune_structured
+from ..training import TrainConfig, cached_train, evaluate, state_on_cpu, train
 
 __all__ = ["prune_to_density", "pruned_accuracy", "pruning_curve", "oneshot_vs_iterative", "when_to_prune",
            "step_time_by_density", "PRUNING_METHODS"]
@@ -97,14 +96,14 @@ def when_to_prune(data: Dataset, model: str, config: TrainConfig, density: float
     * ``dense``: the unpruned trained network, for reference.
     """
     net = models.build(model, data.input_shape, data.num_classes, seed=seed, device=data.device)
-    init = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    init = state_on_cpu(net)
     at_init = prune_to_density(scores.magnitude(net), density)
     dense = cached_train(net, data, config, seed=seed, snapshot_at=(0,), store=store, progress=progress,
                          desc="dense")
     after = prune_to_density(scores.magnitude({n: dense.final_state[n] for n in at_init}), density)
     no_retrain = pruned_accuracy(net, dense.final_state, after, data)
     finetuned = cached_train(net, data, config, mask=after, seed=seed, start_iteration=config.iterations,
-                             iterations=finetune_iterations, store=store, progress=progress, desc="fine-tune")
+                             steps=finetune_iterations, store=store, progress=progress, desc="fine-tune")
     net.load_state_dict({k: v.to(data.device) for k, v in init.items()})
     from_init = cached_train(net, data, config, mask=at_init, seed=seed, store=store, progress=progress,
                              desc="pruned at init")
