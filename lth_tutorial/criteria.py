@@ -30,11 +30,21 @@ is applied to both ``|w_i|`` and ``|w_f|``); the paper's figure draws the same q
 the two (usually ``|w_i|`` after training grows weights) would decide alone. Because ranks are per layer, use these
 two criteria with ``scope="layer"`` (as Zhou et al. do for every criterion); under ``"global"`` every layer would keep
 the same fraction anyway.
+
+**Per-layer rates.** Zhou et al.'s code does not prune every layer to the same density: after ``p`` pruning rounds a
+layer keeps ``base ** p`` of its weights with ``base`` = 0.8 for hidden fully connected layers, 0.9 for the output
+layer and 0.9 for convolutions (0.85 in Conv-6) -- ``prune_base`` / ``layer_cutoff`` in their
+``print_train_lottery_iterative_command.sh`` (uber-research/deconstructing-lottery-tickets).
+:func:`zhou_layer_densities` turns one target density (that of the hidden layers) into these per-layer densities;
+pass them to :func:`mask_at_density` as ``layer_densities``. Without it every layer keeps the same fraction
+(``"uniform"``).
 """
 
 from __future__ import annotations
 
 from typing import Callable, Mapping
+
+import math
 
 import torch
 from torch import nn
@@ -42,7 +52,13 @@ from torch import nn
 from .masks import Mask, prunable_parameters, prune
 
 __all__ = ["CRITERIA", "FORMULAS", "NEEDS_FINAL", "names", "score", "mask_at_density", "check_density",
-           "quantile_rank"]
+           "quantile_rank", "ZHOU_KEEP_BASES", "layer_kinds", "zhou_layer_densities", "RATES"]
+
+#: Zhou et al.'s per-round keep rate (``prune_base``) by layer kind; Conv-6's convolutions use 0.85.
+ZHOU_KEEP_BASES = {"conv": 0.9, "hidden": 0.8, "output": 0.9}
+_CONV6_CONV_BASE = 0.85
+#: how a target density is spread over the layers: Zhou et al.'s per-layer rates, or the same density everywhere.
+RATES = ("zhou", "uniform")
 
 Weights = Mapping[str, torch.Tensor]
 
@@ -222,14 +238,57 @@ def mask_at_density(
     generator: torch.Generator | None = None,
     scope: str = "layer",
     names: list[str] | None = None,
+    layer_densities: Mapping[str, float] | None = None,
 ) -> Mask:
     """One-shot mask that keeps the ``density`` fraction of weights with the highest criterion scores.
 
     ``scope="layer"`` (default, as Zhou et al.) keeps ``density`` of every layer; ``"global"`` ranks all layers
-    together. Density 1 returns the dense mask. Returns a :class:`~lth_tutorial.masks.Mask` on the weights' device.
+    together. ``layer_densities`` (``{name: density}``, e.g. :func:`zhou_layer_densities`) gives layers their own
+    density (``scope`` is then ignored; unlisted layers keep ``density``); a layer of ``n`` weights at density ``d``
+    keeps ``n - round((1 - d) * n)``. Density 1 returns the dense mask. Returns a :class:`~lth_tutorial.masks.Mask`
+    on the weights' device.
     """
     density = check_density(density)
     scores = score(criterion, init, final, generator, names)
+    if layer_densities is not None:
+        unknown = set(layer_densities) - set(scores)
+        if unknown:
+            raise ValueError(f"layer_densities names unknown layers {sorted(unknown)}; layers: {list(scores)}")
+        per_layer = {n: check_density(layer_densities.get(n, density)) for n in scores}
+        if all(d == 1.0 for d in per_layer.values()):
+            return Mask({n: torch.ones_like(s, dtype=torch.bool) for n, s in scores.items()})
+        fractions = {n: 1.0 - d for n, d in per_layer.items()}
+        return prune(scores, 0.5, scope="layer", layer_fractions=fractions)
     if density == 1.0:
         return Mask({n: torch.ones_like(s, dtype=torch.bool) for n, s in scores.items()})
     return prune(scores, 1.0 - density, scope=scope)
+
+
+def layer_kinds(model: nn.Module) -> dict[str, str]:
+    """``{prunable weight name: "conv" | "hidden" | "output"}``: convolutions, fully connected layers, and the last
+    fully connected layer (the classifier), in model order."""
+    modules = dict(model.named_modules())
+    kinds = {}
+    for n in prunable_parameters(model):
+        module = modules[n.rsplit(".", 1)[0]]
+        kinds[n] = "hidden" if isinstance(module, nn.Linear) else "conv"
+    linear = [n for n, k in kinds.items() if k == "hidden"]
+    if linear:
+        kinds[linear[-1]] = "output"
+    return kinds
+
+
+def zhou_layer_densities(model: nn.Module, density: float) -> dict[str, float]:
+    """Zhou et al.'s per-layer densities ``{name: base ** p}`` for a model, with ``p = log(density) / log(0.8)``:
+    hidden fully connected layers keep exactly ``density``, the output layer ``0.9 ** p`` and convolutions
+    ``0.9 ** p`` (``0.85 ** p`` in Conv-6). ``p`` need not be an integer (one-shot pruning to any density); at
+    integer ``p`` these are the densities of their ``p``-th iterative round. Source: ``prune_base`` and
+    ``layer_cutoff`` in uber-research/deconstructing-lottery-tickets, ``print_train_lottery_iterative_command.sh``
+    (fc: 0.8, 0.9; conv2/conv4: 0.9, 0.8, 0.9; conv6: 0.85, 0.8, 0.9).
+    """
+    density = check_density(density)
+    power = math.log(density) / math.log(ZHOU_KEEP_BASES["hidden"])
+    bases = dict(ZHOU_KEEP_BASES)
+    if getattr(model, "arch_name", None) == "conv6":
+        bases["conv"] = _CONV6_CONV_BASE
+    return {n: bases[k] ** power for n, k in layer_kinds(model).items()}

@@ -8,22 +8,39 @@ Two parts:
   the binary mask is derived in every forward pass -- :func:`learn_supermask`. Two estimators:
 
   - ``"bernoulli"`` (Zhou et al. 2019): ``m ~ Bernoulli(sigmoid(s))``, sampled afresh every step; the gradient of
-    the loss w.r.t. ``m`` is passed straight through to ``sigmoid(s)``. The mask's density is learned, not set.
-    Evaluated with the deterministic mask ``sigmoid(s) > 0.5``.
+    the loss w.r.t. ``m`` is passed straight through to ``sigmoid(s)``. The mask's density is learned, not set; its
+    *expected* density is the mean of ``sigmoid(s)`` (:attr:`SupermaskResult.expected_density`). Zhou et al.
+    evaluate with a **sampled** mask (their ``train_lottery.py`` draws ``np.random.binomial(1, sigmoid(s))``):
+    :func:`sampled_accuracy`; the history rows use the deterministic mask ``sigmoid(s) > 0.5``.
   - ``"edge_popup"`` (Ramanujan et al. 2020): per layer keep the ``density`` fraction of weights with the highest
-    scores; the gradient w.r.t. the mask is passed straight through to the scores. This is the practical search for
-    Malach et al.'s (2020) "strong lottery ticket": a subnetwork of a random network that is accurate without any
-    weight training.
+    ``|s|`` (hidden-networks' ``GetSubnet`` takes the top-k of ``scores.abs()``); the gradient w.r.t. the mask is
+    passed straight through to ``|s|``. This is the practical search for Malach et al.'s (2020) "strong lottery
+    ticket": a subnetwork of a random network that is accurate without any weight training.
 
-  Weight rescaling (``rescale``): a mask that keeps a fraction ``d`` of a layer shrinks its output; Zhou et al.
-  multiply the kept weights by ``n / kept`` ("dynamic weight rescaling", recomputed for every sampled mask),
-  Ramanujan et al. draw the weights with the fan-in scaled by ``d`` (a factor ``1 / sqrt(d)``). ``"auto"`` uses the
-  former for ``bernoulli`` and the latter for ``edge_popup``. ``weights="signed_constant"`` replaces W0 by
-  ``sigma * sign(W0)`` per layer (both papers' best setting; ``sigma`` = the layer's init std).
+  Weights (``weights``) -- two *signed constants*, named by their paper:
 
-The wrapper is functional (``torch.func.functional_call`` with ``W0 ⊙ m(scores)`` substituted for each prunable
-weight), so every architecture of :mod:`lth_tutorial.models` works and the model's own parameters are never
-written. Batch-norm running statistics (buffers, not weights) do update in training mode, as in the papers.
+  - ``"signed_constant_zhou"``: ``sigma_l * sign(W0)`` with ``sigma_l`` the standard deviation of the layer's initial
+    weights (Zhou et al.'s ``train_lottery.py``, ``np.std(initial_weights[i])``);
+  - ``"signed_constant_ramanujan"``: ``sqrt(2 / fan_in) * sign(W0)``, the Kaiming constant of hidden-networks
+    (``utils/builder.py``, ``init: signed_constant``, mode fan_in, ReLU gain).
+
+  Weight rescaling (``rescale``): a mask that keeps a fraction ``d`` of a layer shrinks its output. Zhou et al.
+  multiply the kept weights by ``n / kept`` (``"dynamic"``, recomputed for every sampled mask). hidden-networks'
+  headline runs are unscaled (their configs leave ``scale_fan`` off): ``"none"``. Ramanujan et al. also describe a
+  scaled variant that draws the weights with the fan-in multiplied by ``d`` (a factor ``1 / sqrt(d)``):
+  ``"scale_fan"``. ``"auto"`` = ``"dynamic"`` for ``bernoulli``, ``"none"`` for ``edge_popup``.
+
+Differences from the authors' code that remain (Bernoulli): our scores start at ``0.01 * N(0, 1)`` per weight (every
+weight kept with probability about 0.5); we have not reproduced the authors' score initialiser. The rescaling factor
+``n / kept`` is computed from the sampled mask and treated as a constant in the backward pass (no gradient flows
+through the count of kept weights).
+
+Training goes through :func:`lth_tutorial.training.train` (one loop for the package: optimizer from the
+:class:`~lth_tutorial.training.TrainConfig`, schedule, evaluation record, progress bar, divergence check): the scores
+live in a small module (:class:`ScoreNetwork`) whose only parameters are the scores and whose forward pass
+substitutes ``W ⊙ m(scores)`` for each prunable weight (``torch.func.functional_call``), so every architecture of
+:mod:`lth_tutorial.models` works and the model's own parameters are never written. Batch-norm running statistics
+(buffers, not weights) do update in training mode, as in the papers.
 """
 
 from __future__ import annotations
@@ -33,22 +50,21 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
 from .criteria import check_density
-from .data import Dataset, batches
+from .data import Dataset
 from .masks import Mask, prunable_parameters
-from .rewinding import layer_sigma
-from .training import DivergenceError, TrainConfig, evaluate
+from .rewinding import layer_sigma, sign_of
+from .training import TrainConfig, evaluate, train
 
-__all__ = ["METHODS", "RESCALES", "WEIGHTS", "SupermaskResult", "MaskedNetwork", "masked_accuracy",
-           "learn_supermask", "frozen_weights"]
+__all__ = ["METHODS", "RESCALES", "WEIGHTS", "SupermaskResult", "MaskedNetwork", "ScoreNetwork", "masked_accuracy",
+           "learn_supermask", "frozen_weights", "sampled_accuracy", "StraightThroughTopK", "topk_mask"]
 
 METHODS = ("bernoulli", "edge_popup")
-RESCALES = ("auto", "none", "dynamic", "sqrt")
-WEIGHTS = ("init", "signed_constant")
+RESCALES = ("auto", "none", "dynamic", "scale_fan")
+WEIGHTS = ("init", "signed_constant_zhou", "signed_constant_ramanujan")
 
 
 class MaskedNetwork(nn.Module):
@@ -96,17 +112,124 @@ def masked_accuracy(model: nn.Module, mask: Mask, data: Dataset, weights: Mappin
 
 
 def frozen_weights(model: nn.Module, weights: str = "init") -> dict[str, torch.Tensor]:
-    """Detached copies of the prunable weights a supermask is learned over: W0 (``"init"``) or
-    ``sigma * sign(W0)`` per layer (``"signed_constant"``)."""
+    """Detached copies of the prunable weights a supermask is learned over, ``{name: tensor}`` (shapes as the
+    weights): W0 (``"init"``), ``sigma_l * sign(W0)`` with ``sigma_l`` the layer's init std
+    (``"signed_constant_zhou"``) or ``sqrt(2 / fan_in) * sign(W0)`` (``"signed_constant_ramanujan"``; ``fan_in`` =
+    inputs per output unit, e.g. ``in_channels * kernel_size`` for a convolution)."""
     if weights not in WEIGHTS:
         raise ValueError(f"unknown supermask weights {weights!r}; valid: {', '.join(WEIGHTS)}")
     out = {}
     for n, p in prunable_parameters(model).items():
         w = p.detach().clone()
-        if weights == "signed_constant":
-            w = layer_sigma(w) * torch.where(w >= 0, 1.0, -1.0).to(w.dtype)
+        if weights == "signed_constant_zhou":
+            w = layer_sigma(w) * sign_of(w)
+        elif weights == "signed_constant_ramanujan":
+            w = math.sqrt(2.0 / w[0].numel()) * sign_of(w)
         out[n] = w
     return out
+
+
+def topk_mask(scores: torch.Tensor, density: float) -> torch.Tensor:
+    """Float 0/1 tensor (shape of ``scores``) keeping the ``round(density * n)`` (at least 1) highest entries;
+    torch.topk breaks ties. Edge-popup passes ``|scores|``."""
+    flat = scores.detach().reshape(-1)
+    k = max(1, int(round(density * flat.numel())))
+    keep = torch.zeros_like(flat)
+    keep[torch.topk(flat, k, sorted=False).indices] = 1.0
+    return keep.reshape(scores.shape)
+
+
+class StraightThroughTopK(torch.autograd.Function):
+    """Edge-popup's mask: forward the per-layer top-``density`` 0/1 mask of ``a``, backward the gradient unchanged
+    (straight through). Called on ``|scores|``, so the score's gradient is ``grad * sign(s)``."""
+
+    @staticmethod
+    def forward(ctx, a: torch.Tensor, density: float) -> torch.Tensor:
+        return topk_mask(a, density)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad, None
+
+
+class ScoreNetwork(nn.Module):
+    """The network a supermask is trained through: its only parameters are the scores.
+
+    ``forward`` evaluates ``model`` with ``W ⊙ m(s) * scale(m)`` in place of each prunable weight. In training mode
+    ``m`` is the estimator's mask (a Bernoulli sample or the top-k of ``|s|``, with a straight-through gradient); in
+    eval mode it is the deterministic mask (``sigmoid(s) > 0.5``, or the same top-k). ``model`` is held outside the
+    module's parameters (so an optimizer over ``parameters()`` sees only the scores), but ``train()``/``eval()`` are
+    passed on to it (batch norm).
+
+    Args:
+        model: the architecture; its own parameters are never written.
+        frozen: ``{name: W}`` from :func:`frozen_weights`.
+        scores: ``{name: initial score}``, shapes as ``frozen``.
+        method, density, rescale: as in :func:`learn_supermask` (``rescale`` already resolved from ``"auto"``).
+        sample_generator: generator of the Bernoulli samples (on the model's device).
+    """
+
+    def __init__(self, model: nn.Module, frozen: Mapping[str, torch.Tensor], scores: Mapping[str, torch.Tensor],
+                 method: str, density: float, rescale: str, sample_generator: torch.Generator | None = None):
+        super().__init__()
+        self._net = [model]  # a list, so that the model's parameters are not registered here
+        self.frozen = dict(frozen)
+        self.keys = list(frozen)
+        self.scores = nn.ParameterList(nn.Parameter(scores[n]) for n in self.keys)
+        self.others = {n: p.detach() for n, p in model.named_parameters() if n not in self.frozen}
+        self.method, self.density, self.rescale = method, density, rescale
+        self.sample_generator = sample_generator
+
+    @property
+    def model(self) -> nn.Module:
+        return self._net[0]
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.model.train(mode)
+        return self
+
+    def score_dict(self) -> dict[str, torch.Tensor]:
+        return dict(zip(self.keys, self.scores))
+
+    def scale_of(self, m: torch.Tensor) -> torch.Tensor | float:
+        """``1``, ``n / kept`` (``"dynamic"``) or ``sqrt(n / kept)`` (``"scale_fan"``) for a layer mask ``m``; a
+        constant for autograd."""
+        if self.rescale == "none":
+            return 1.0
+        ratio = m.numel() / m.detach().sum().clamp_min(1.0)
+        return ratio if self.rescale == "dynamic" else ratio.sqrt()
+
+    def train_mask(self, s: torch.Tensor) -> torch.Tensor:
+        """The mask of one training step, with a straight-through gradient to the scores."""
+        if self.method == "bernoulli":
+            p = torch.sigmoid(s)
+            m = torch.bernoulli(p.detach(), generator=self.sample_generator)
+            return m + p - p.detach()
+        return StraightThroughTopK.apply(s.abs(), self.density)
+
+    def eval_mask(self, s: torch.Tensor) -> torch.Tensor:
+        """The deterministic mask: ``sigmoid(s) > 0.5`` (Bernoulli) or the top-k of ``|s|`` (edge-popup)."""
+        s = s.detach()
+        if self.method == "bernoulli":
+            return (s > 0).to(s.dtype)
+        return topk_mask(s.abs(), self.density)
+
+    def substitutes(self, masks: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        subs = dict(self.others)
+        for n, w in self.frozen.items():
+            m = masks[n]
+            subs[n] = w * m * self.scale_of(m)
+        return subs
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mask_of = self.train_mask if self.training else self.eval_mask
+        masks = {n: mask_of(s) for n, s in self.score_dict().items()}
+        return functional_call(self.model, self.substitutes(masks), (x,))
+
+    def mask(self) -> Mask:
+        """The deterministic mask (on the scores' device)."""
+        return Mask({n: self.eval_mask(s).bool() for n, s in self.score_dict().items()})
 
 
 @dataclass
@@ -115,11 +238,14 @@ class SupermaskResult:
 
     Attributes:
         method: ``"bernoulli"`` or ``"edge_popup"``.
-        mask: the learned binary mask (Bernoulli: ``sigmoid(s) > 0.5``; edge-popup: per-layer top ``density``).
+        mask: the learned binary mask (Bernoulli: ``sigmoid(s) > 0.5``; edge-popup: per-layer top ``density`` of
+            ``|s|``).
         initial_mask: the same rule applied to the initial scores (what training started from).
         scores: the learned real-valued scores ``{name: tensor}`` on the CPU.
-        history: one dict per evaluation: ``iteration``, ``train_loss`` (mean since the previous row; NaN at the
-            first), ``density`` (of the evaluation mask), ``val_accuracy``, ``test_accuracy`` (fractions).
+        history: one dict per evaluation (the rows of :func:`lth_tutorial.training.train`: ``iteration``, ``lr``,
+            ``train_loss``, ``val_loss``, ``val_accuracy``, ``test_loss``, ``test_accuracy``, accuracies as
+            fractions, with the deterministic mask) plus ``density`` (of that mask) and ``expected_density``
+            (Bernoulli: mean of ``sigmoid(s)``; edge-popup: equal to ``density``).
         settings: the options used (plain data).
     """
 
@@ -136,16 +262,34 @@ class SupermaskResult:
 
     @property
     def density(self) -> float:
+        """Density of the deterministic mask (fraction of prunable weights kept)."""
         return self.mask.density
 
+    @property
+    def expected_density(self) -> float:
+        """Expected density of a sampled mask: ``mean(sigmoid(s))`` over all prunable weights (Bernoulli); the
+        deterministic mask's density for edge-popup."""
+        return _expected_density(self.method, self.scores, self.mask)
 
-def _topk_mask(scores: torch.Tensor, density: float) -> torch.Tensor:
-    """Float 0/1 tensor keeping the ``round(density * n)`` (at least 1) highest scores; torch.topk breaks ties."""
-    flat = scores.detach().reshape(-1)
-    k = max(1, int(round(density * flat.numel())))
-    keep = torch.zeros_like(flat)
-    keep[torch.topk(flat, k, sorted=False).indices] = 1.0
-    return keep.reshape(scores.shape)
+
+def _expected_density(method: str, scores: Mapping[str, torch.Tensor], mask: Mask) -> float:
+    if method != "bernoulli":
+        return mask.density
+    total = sum(s.numel() for s in scores.values())
+    return float(sum(torch.sigmoid(s.detach().double()).sum() for s in scores.values())) / total
+
+
+def _initial_scores(frozen: Mapping[str, torch.Tensor], method: str, seed: int, device) -> dict[str, torch.Tensor]:
+    init_gen = torch.Generator().manual_seed(int(seed))
+    scores = {}
+    for n, w in frozen.items():
+        if method == "bernoulli":  # sigmoid(s) starts near 0.5: about half of every layer is sampled at first
+            s = 0.01 * torch.randn(w.shape, generator=init_gen)
+        else:  # as hidden-networks: kaiming_uniform_(a=sqrt(5)), i.e. U(-b, b) with b = 1 / sqrt(fan_in)
+            bound = 1.0 / math.sqrt(w[0].numel())
+            s = (torch.rand(w.shape, generator=init_gen) * 2 - 1) * bound
+        scores[n] = s.to(device=device, dtype=w.dtype)
+    return scores
 
 
 def learn_supermask(
@@ -157,7 +301,7 @@ def learn_supermask(
     weights: str = "init",
     rescale: str = "auto",
     seed: int = 0,
-    progress: bool = True,
+    progress=True,
     desc: str | None = None,
 ) -> SupermaskResult:
     """Train a mask over the frozen weights of ``model`` (its parameters are never modified).
@@ -165,17 +309,18 @@ def learn_supermask(
     Args:
         model: any architecture from :mod:`lth_tutorial.models`, on ``data.device``; its prunable weights (W0)
             are the frozen random weights, its other parameters (biases, batch-norm) stay as they are.
-        data: dataset; batches come from :func:`lth_tutorial.data.batches`.
+        data: dataset.
         config: optimizer of the *scores* (``lr``, ``momentum``, ``weight_decay`` on scores, schedule, batch size,
-            iterations, eval period).
+            iterations, eval period); trained by :func:`lth_tutorial.training.train`.
         method: ``"bernoulli"`` (Zhou et al.) or ``"edge_popup"`` (Ramanujan et al.).
         density: fraction of each layer's weights kept by edge-popup, in (0, 1]; Bernoulli ignores it (its scores
             start at ``sigmoid(s) ≈ 0.5`` and the density is learned).
-        weights: ``"init"`` (W0) or ``"signed_constant"`` (``sigma * sign(W0)`` per layer).
-        rescale: ``"auto"``, ``"none"``, ``"dynamic"`` (``n / kept`` per layer and mask) or ``"sqrt"``
+        weights: one of :data:`WEIGHTS` (see the module docstring).
+        rescale: ``"auto"``, ``"none"``, ``"dynamic"`` (``n / kept`` per layer and mask) or ``"scale_fan"``
             (``sqrt(n / kept)``).
-        seed: seeds the score initialisation, the batch order and the Bernoulli samples.
-        progress: show a tqdm progress bar.
+        seed: seeds the score initialisation, the batch order and (``seed + 1``) the Bernoulli samples.
+        progress: ``True`` for a bar of this run, ``False`` for none, or an open
+            :func:`lth_tutorial.training.progress_bar` to advance.
         desc: label of the progress bar.
 
     Returns:
@@ -185,120 +330,73 @@ def learn_supermask(
         ValueError: unknown method / weights / rescale, density outside (0, 1].
         DivergenceError: the loss became NaN or infinite.
     """
-    from tqdm.auto import tqdm
-
     if method not in METHODS:
         raise ValueError(f"unknown supermask method {method!r}; valid: {', '.join(METHODS)}")
     if rescale not in RESCALES:
         raise ValueError(f"unknown rescale {rescale!r}; valid: {', '.join(RESCALES)}")
     density = check_density(density)
     if rescale == "auto":
-        rescale = "dynamic" if method == "bernoulli" else "sqrt"
+        rescale = "dynamic" if method == "bernoulli" else "none"
 
     device = data.device
     frozen = frozen_weights(model, weights)
-    others = {n: p.detach() for n, p in model.named_parameters() if n not in frozen}
-    init_gen = torch.Generator().manual_seed(int(seed))
-    scores: dict[str, torch.Tensor] = {}
-    for n, w in frozen.items():
-        if method == "bernoulli":  # sigmoid(s) starts near 0.5: about half of every layer is sampled at first
-            s = 0.01 * torch.randn(w.shape, generator=init_gen)
-        else:  # as edge-popup: Kaiming-uniform scores, bound 1 / sqrt(fan_in)
-            fan_in = w[0].numel()
-            bound = 1.0 / math.sqrt(fan_in)
-            s = (torch.rand(w.shape, generator=init_gen) * 2 - 1) * bound
-        scores[n] = s.to(device=device, dtype=w.dtype).requires_grad_(True)
-
+    scores = _initial_scores(frozen, method, seed, device)
     sample_gen = torch.Generator(device=torch.device(device)).manual_seed(int(seed) + 1)
+    net = ScoreNetwork(model, frozen, scores, method, density, rescale, sample_gen)
+    initial_mask = net.mask().cpu()
 
-    def scale_of(m: torch.Tensor) -> torch.Tensor | float:
-        if rescale == "none":
-            return 1.0
-        ratio = m.numel() / m.detach().sum().clamp_min(1.0)
-        return ratio if rescale == "dynamic" else ratio.sqrt()
-
-    def train_mask(n: str) -> torch.Tensor:
-        """Binary mask with a straight-through gradient to the scores."""
-        s = scores[n]
-        if method == "bernoulli":
-            p = torch.sigmoid(s)
-            m = torch.bernoulli(p.detach(), generator=sample_gen)
-            return m + p - p.detach()
-        m = _topk_mask(s, density)
-        return m + s - s.detach()
-
-    def eval_mask(n: str) -> torch.Tensor:
-        s = scores[n].detach()
-        if method == "bernoulli":
-            return (s > 0).to(s.dtype)  # sigmoid(s) > 0.5
-        return _topk_mask(s, density)
-
-    def substitutes(mask_of) -> dict[str, torch.Tensor]:
-        subs = dict(others)
-        for n, w in frozen.items():
-            m = mask_of(n)
-            subs[n] = w * m * scale_of(m)
-        return subs
-
-    def current_mask() -> Mask:
-        return Mask({n: eval_mask(n).bool() for n in frozen})
-
-    if config.optimizer == "sgd":
-        optimizer = torch.optim.SGD(scores.values(), lr=config.lr_at(0), momentum=config.momentum,
-                                    nesterov=config.nesterov, weight_decay=config.weight_decay)
-    else:
-        optimizer = torch.optim.Adam(scores.values(), lr=config.lr_at(0), weight_decay=config.weight_decay)
-
-    batch_gen = torch.Generator(device=torch.device(device)).manual_seed(int(seed))
-    stream = batches(data.x_train, data.y_train, config.batch_size, batch_gen, data.augmentation)
-    history: list[dict] = []
-    window_loss, window_steps = 0.0, 0
-
-    def record(t: int) -> None:
-        nonlocal window_loss, window_steps
-        with torch.no_grad():
-            net = MaskedNetwork(model, substitutes(eval_mask))
-            _, val_acc = evaluate(net, data.x_val, data.y_val)
-            _, test_acc = evaluate(net, data.x_test, data.y_test)
-        m = current_mask()
-        history.append({"iteration": t, "train_loss": window_loss / window_steps if window_steps else float("nan"),
-                        "density": m.density, "val_accuracy": val_acc, "test_accuracy": test_acc})
-        window_loss, window_steps = 0.0, 0
-
-    initial_mask = current_mask().cpu()
     was_training = model.training
-    model.train()
-    record(0)
-    bar = tqdm(total=config.iterations, desc=desc or f"supermask {method}", disable=not progress, leave=False,
-               mininterval=0.5)
+    evals = sorted({0, config.iterations, *range(config.eval_every, config.iterations, config.eval_every)})
     try:
-        for t in range(config.iterations):
-            for group in optimizer.param_groups:
-                group["lr"] = config.lr_at(t)
-            xb, yb = next(stream)
-            loss = F.cross_entropy(functional_call(model, substitutes(train_mask), (xb,)), yb)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            value = loss.item()
-            if not math.isfinite(value):
-                raise DivergenceError(f"supermask training diverged: loss {value} at iteration {t}; lower the lr")
-            window_loss += value
-            window_steps += 1
-            if (t + 1) % config.eval_every == 0 or t + 1 == config.iterations:
-                record(t + 1)
-                bar.set_postfix(val_acc=f"{history[-1]['val_accuracy']:.3f}", refresh=False)
-            bar.update(1)
+        result = train(net, data, config, seed=seed, snapshot_at=evals, progress=progress,
+                       desc=desc or f"supermask {method}")
     finally:
-        bar.close()
         model.train(was_training)
 
+    history = []
+    for row in result.history:
+        state = result.snapshots[row["iteration"]]
+        snap = {n: state[f"scores.{i}"] for i, n in enumerate(net.keys)}
+        mask = Mask({n: net.eval_mask(s).bool() for n, s in snap.items()})
+        history.append({**row, "density": mask.density,
+                        "expected_density": _expected_density(method, snap, mask)})
     return SupermaskResult(
         method=method,
-        mask=current_mask().cpu(),
+        mask=net.mask().cpu(),
         initial_mask=initial_mask,
-        scores={n: s.detach().cpu().clone() for n, s in scores.items()},
+        scores={n: s.detach().cpu().clone() for n, s in net.score_dict().items()},
         history=history,
         settings={"method": method, "density": density if method == "edge_popup" else None, "weights": weights,
                   "rescale": rescale, "seed": int(seed), "config": config.to_dict()},
     )
+
+
+@torch.no_grad()
+def sampled_accuracy(model: nn.Module, result: SupermaskResult, data: Dataset, samples: int = 5, seed: int = 0,
+                     split: str = "test") -> list[float]:
+    """Accuracy (fraction) of ``samples`` masks drawn ``m ~ Bernoulli(sigmoid(s))`` from a Bernoulli supermask, each
+    rescaled as in training (Zhou et al. evaluate with a sampled mask). One value per sample, in draw order.
+
+    Args:
+        model: the network the supermask was learned on (same W0: same architecture and seed).
+        result: from :func:`learn_supermask` with ``method="bernoulli"``.
+        data, split: evaluation data (``"train"``, ``"val"`` or ``"test"``).
+        samples: how many masks to draw.
+        seed: seed of the draws (a generator on the data's device).
+    """
+    if result.method != "bernoulli":
+        raise ValueError(f"sampled evaluation needs a Bernoulli supermask, got method {result.method!r} "
+                         f"(edge-popup's mask is deterministic)")
+    if samples < 1:
+        raise ValueError(f"samples must be >= 1, got {samples}")
+    device = data.device
+    frozen = frozen_weights(model, result.settings["weights"])
+    scores = {n: s.to(device) for n, s in result.scores.items()}
+    net = ScoreNetwork(model, frozen, scores, "bernoulli", 1.0, result.settings["rescale"])
+    gen = torch.Generator(device=torch.device(device)).manual_seed(int(seed))
+    x, y = data.split(split)
+    out = []
+    for _ in range(samples):
+        masks = {n: torch.bernoulli(torch.sigmoid(s), generator=gen) for n, s in scores.items()}
+        out.append(evaluate(MaskedNetwork(model, net.substitutes(masks)), x, y)[1])
+    return out

@@ -1,5 +1,7 @@
 """Chapter-04 experiments: tickets from criteria x variants x pruned-weight actions, cached; tables; the panel."""
 
+import math
+
 import pytest
 import torch
 
@@ -46,7 +48,8 @@ def test_ticket_row_and_cache(small, store, dense):
     row = deconstruct.ticket_run(dense, small, CONFIG, criterion="large_final", density=0.2, store=store,
                                  progress=False)
     assert row["criterion"] == "large_final" and row["variant"] == "original" and row["pruned"] == "zero"
-    assert abs(row["density"] - 0.2) < 0.001 and 0 <= row["before"] <= 1 and 0 <= row["after"] <= 1
+    assert row["rates"] == "zhou" and row["seed"] == 0
+    assert 0.2 < row["density"] < 0.21 and 0 <= row["before"] <= 1 and 0 <= row["after"] <= 1  # output keeps more
     n = _entries(store)
     assert n == 2
     again = deconstruct.ticket_run(dense, small, CONFIG, criterion="large_final", density=0.2, store=store,
@@ -71,13 +74,15 @@ def test_criteria_table_has_formula_and_one_column_per_density(small, store, den
                                       store=store, progress=False)
     table = deconstruct.criteria_table(rows, dense.result.best_test_accuracy)
     assert list(table.index) == ["large_final", "random"]
-    assert list(table.columns) == ["score (keep highest)", "acc % at 50% kept", "acc % at 20% kept"]
+    assert list(table.columns) == ["score (keep highest)", "acc % at 50% kept", "min-max at 50%",
+                                   "acc % at 20% kept", "min-max at 20%"]
     assert table.loc["large_final", "score (keep highest)"] == "|w_f|"
     assert table.loc["random", "acc % at 20% kept"] == round(100 * rows[3]["after"], 1)
 
 
 def test_untrained_sweep_has_the_dense_baseline_and_every_cell(small, dense):
     rows = deconstruct.untrained_sweep(dense, small, [0.5], criteria_names=("large_final", "random"))
+    assert {r["seed"] for r in rows} == {0}
     assert [(r["criterion"], r["weights"]) for r in rows] == [
         ("dense", "init"), ("large_final", "init"), ("random", "init"),
         ("dense", "signed_constant"), ("large_final", "signed_constant"), ("random", "signed_constant")]
@@ -107,3 +112,54 @@ def test_panel_click_runs_and_reports_errors(small, store, dense):
     panel.run_button.click()
     assert panel.last_error is not None and "Traceback" in panel.last_error
     assert "failed" in panel.status.value
+
+
+def test_setting_is_a_run_spec_with_zhous_rates_plus_the_chapters_fields():
+    from lth_tutorial.presets import RunSpec
+
+    for quick in (True, False):
+        spec, extra = deconstruct.setting(quick)
+        assert isinstance(spec, RunSpec) and isinstance(spec.config, TrainConfig)
+        assert (spec.scope, spec.fraction, spec.output_fraction) == ("layer", 0.2, 0.1)   # keep 0.8 / 0.9 per round
+        assert extra["rates"] == "zhou" and len(extra["seeds"]) >= 3
+        assert isinstance(extra["supermask_config"], TrainConfig)
+        assert isinstance(extra["bernoulli_config"], TrainConfig)
+    assert not hasattr(deconstruct, "Setting")
+
+
+def test_zhou_rates_are_the_default_and_uniform_remains(small, store, dense):
+    zhou = deconstruct._ticket_mask(dense, small, "large_final", 0.2, "layer")
+    uniform = deconstruct._ticket_mask(dense, small, "large_final", 0.2, "layer", rates="uniform")
+    power = math.log(0.2) / math.log(0.8)
+    assert zhou.layer_densities()["hidden.0.weight"] == pytest.approx(0.2, abs=1e-4)
+    assert zhou.layer_densities()["fc.weight"] == pytest.approx(0.9 ** power, abs=1e-3)
+    assert all(d == pytest.approx(0.2, abs=1e-3) for d in uniform.layer_densities().values())
+    with pytest.raises(ValueError, match="zhou, uniform"):
+        deconstruct.ticket_run(dense, small, CONFIG, rates="flat", store=store, progress=False)
+
+
+def test_sweeps_over_seeds_share_one_bar_and_feed_the_claims(small, store):
+    from lth_tutorial.training import progress_bar
+
+    denses = deconstruct.dense_runs(small, "lenet_300_100", CONFIG, seeds=(0, 1), store=store, progress=False)
+    with progress_bar("all") as bar:
+        crit = deconstruct.criteria_sweep(denses, small, CONFIG, [0.2], criteria_names=("large_final", "random",
+                                          "magnitude_increase", "small_final"), store=store, progress=bar)
+        var = deconstruct.variants_sweep(denses, small, CONFIG, [0.2], variants=("original", "reinit",
+                                         "signed_reinit"), store=store, progress=bar)
+        assert bar.total == CONFIG.iterations * (4 + 2) * 2      # the "original" variant is the cached criterion run
+    pruned = deconstruct.pruned_action_sweep(denses, small, CONFIG, [0.2], criteria_names=("large_final",),
+                                             store=store, progress=False)
+    untrained = deconstruct.untrained_sweep(denses, small, [0.2], criteria_names=("large_final_same_sign", "random"))
+    assert [r["seed"] for r in crit] == [0] * 4 + [1] * 4
+    assert deconstruct.per_seed(crit, "after", criterion="random") == [r["after"] for r in crit
+                                                                     if r["criterion"] == "random"]
+    result = deconstruct.claims(crit, var, pruned, untrained, {}, small.num_classes)
+    assert [c.id for c in result] == ["criteria_large_final_vs_random", "criteria_magnitude_increase_vs_random",
+                                      "criteria_small_final_below_random", "signs_matter", "zeros_matter",
+                                      "zeros_untrained", "supermask_untrained"]
+    assert all(c.seeds == 2 for c in result)
+    fig = deconstruct.criteria_figure(crit, 0.5)
+    legend = fig.axes[0].get_legend()
+    assert legend.get_bbox_to_anchor().x0 >= fig.axes[0].get_window_extent().x1 - 1   # legend outside the axes
+    assert len(fig.axes[0].texts) == 4                                                  # a value on every bar

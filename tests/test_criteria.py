@@ -1,9 +1,11 @@
 """Zhou et al.'s mask criteria against hand-computed examples, and their bad-input errors."""
 
+import math
+
 import pytest
 import torch
 
-from lth_tutorial import criteria
+from lth_tutorial import criteria, models
 from lth_tutorial.masks import prune
 
 # One layer of 4 weights, initial and trained values chosen so that every criterion orders them differently.
@@ -112,3 +114,39 @@ def test_mismatched_shapes_are_rejected():
 def test_density_outside_zero_one_is_rejected(density):
     with pytest.raises(ValueError, match=r"density must"):
         criteria.mask_at_density("large_init", density, W_I)
+
+
+@pytest.mark.parametrize("arch, shape, bases", [
+    # Zhou et al.'s prune_base per layer kind (their print_train_lottery_iterative_command.sh)
+    ("lenet_300_100", (40,), {"hidden.0.weight": 0.8, "hidden.1.weight": 0.8, "fc.weight": 0.9}),
+    ("conv2", (3, 32, 32), {"features.0.weight": 0.9, "features.2.weight": 0.9, "classifier.1.weight": 0.8,
+                            "classifier.3.weight": 0.8, "classifier.5.weight": 0.9}),
+    ("conv6", (3, 32, 32), {"features.0.weight": 0.85, "classifier.5.weight": 0.9, "classifier.1.weight": 0.8}),
+])
+@pytest.mark.parametrize("power", [1, 3, 7, 13])
+def test_zhou_rates_give_the_stated_per_layer_densities_exactly(arch, shape, bases, power):
+    net = models.build(arch, shape, 10, seed=0)
+    wanted = criteria.zhou_layer_densities(net, 0.8 ** power)
+    for name, base in bases.items():
+        assert wanted[name] == pytest.approx(base ** power, rel=1e-12)
+    final = {n: p.detach() + 0.1 for n, p in net.named_parameters()}
+    mask = criteria.mask_at_density("large_final", 0.8 ** power, net, final, layer_densities=wanted)
+    for name, d in wanted.items():
+        n = mask[name].numel()
+        assert int(mask[name].sum()) == n - round((1 - d) * n)          # the count, exactly
+        assert abs(mask.layer_densities()[name] - d) <= 0.5 / n
+    # the kept weights of each layer are its largest |w_f|
+    for name in wanted:
+        kept, dropped = final[name].abs()[mask[name]], final[name].abs()[~mask[name]]
+        assert dropped.numel() == 0 or kept.min() >= dropped.max()
+
+
+def test_uniform_rates_remain_available_and_differ_from_zhous():
+    net = models.build("lenet_300_100", (40,), 10, seed=0)
+    uniform = criteria.mask_at_density("large_init", 0.2, net)
+    zhou = criteria.mask_at_density("large_init", 0.2, net, layer_densities=criteria.zhou_layer_densities(net, 0.2))
+    assert all(abs(d - 0.2) < 1e-3 for d in uniform.layer_densities().values())
+    assert zhou.layer_densities()["fc.weight"] == pytest.approx(0.9 ** (math.log(0.2) / math.log(0.8)), abs=1e-3)
+    assert zhou.layer_densities()["hidden.1.weight"] == pytest.approx(0.2, abs=1e-4)
+    with pytest.raises(ValueError, match="unknown layers"):
+        criteria.mask_at_density("large_init", 0.2, net, layer_densities={"nope": 0.5})

@@ -95,19 +95,119 @@ def test_bad_input_is_rejected_with_the_valid_choices(mnist1d):
     config = TrainConfig(iterations=1, eval_every=1)
     with pytest.raises(ValueError, match="bernoulli, edge_popup"):
         supermasks.learn_supermask(net, mnist1d, config, method="popup", progress=False)
-    with pytest.raises(ValueError, match="auto, none, dynamic, sqrt"):
+    with pytest.raises(ValueError, match="auto, none, dynamic, scale_fan"):
         supermasks.learn_supermask(net, mnist1d, config, rescale="always", progress=False)
-    with pytest.raises(ValueError, match="init, signed_constant"):
+    with pytest.raises(ValueError, match="init, signed_constant_zhou, signed_constant_ramanujan"):
         supermasks.learn_supermask(net, mnist1d, config, weights="kaiming", progress=False)
     for density in (0.0, 1.2, -1):
         with pytest.raises(ValueError, match=r"density must lie in \(0, 1\]"):
             supermasks.learn_supermask(net, mnist1d, config, density=density, progress=False)
 
 
-def test_signed_constant_weights_have_one_magnitude_and_the_init_signs():
-    net = models.build("lenet_300_100", (40,), 10, seed=0)
-    frozen = supermasks.frozen_weights(net, "signed_constant")
-    for n, p in Mask.ones(net).items():
-        w0 = dict(net.named_parameters())[n].detach()
-        assert torch.equal(torch.sign(frozen[n]), torch.sign(w0))
-        assert torch.unique(frozen[n].abs()).numel() == 1
+def test_the_two_signed_constants_are_zhous_layer_std_and_ramanujans_kaiming_constant():
+    for arch, shape in [("lenet_300_100", (40,)), ("conv2", (1, 8, 8))]:
+        net = models.build(arch, shape, 10, seed=0)
+        w0 = dict(net.named_parameters())
+        zhou = supermasks.frozen_weights(net, "signed_constant_zhou")
+        kaiming = supermasks.frozen_weights(net, "signed_constant_ramanujan")
+        for n in Mask.ones(net):
+            w = w0[n].detach()
+            sign = torch.where(w >= 0, 1.0, -1.0)
+            fan_in = w[0].numel()                      # in_features, or in_channels * kh * kw
+            assert torch.equal(zhou[n], w.std() * sign)
+            assert torch.allclose(kaiming[n], (2.0 / fan_in) ** 0.5 * sign, rtol=1e-6, atol=0)
+        # the two differ: the init std of these networks is not sqrt(2 / fan_in)
+        first = next(iter(Mask.ones(net)))
+        assert not torch.allclose(zhou[first].abs(), kaiming[first].abs())
+
+
+def _score_net(scores, method="edge_popup", density=0.5, rescale="none"):
+    net = models.build("lenet_300_100", (4,), 2, seed=0)
+    frozen = supermasks.frozen_weights(net, "init")
+    full = {n: torch.zeros_like(w) for n, w in frozen.items()}
+    first = next(iter(frozen))
+    full[first] = scores
+    return net, frozen, first, supermasks.ScoreNetwork(net, frozen, full, method, density, rescale)
+
+
+def test_edge_popup_ranks_absolute_scores_and_passes_the_gradient_through_abs():
+    scores = torch.zeros(300, 4)
+    scores[0] = torch.tensor([-3.0, 0.1, 2.0, -0.5])      # every other score is 0
+    net, frozen, first, snet = _score_net(scores, density=3 / 1200)
+    m = snet.eval_mask(snet.score_dict()[first])
+    assert m.sum() == 3
+    assert m[0].tolist() == [1.0, 0.0, 1.0, 1.0]           # -3 and -0.5 are kept, 0.1 is not: |s| ranks, not s
+    # straight-through: d loss / d s = d loss / d m * sign(s)
+    s = scores.clone().requires_grad_(True)
+    g = torch.randn(300, 4, generator=torch.Generator().manual_seed(1))
+    (supermasks.StraightThroughTopK.apply(s.abs(), 0.5) * g).sum().backward()
+    assert torch.equal(s.grad, g * torch.sign(scores))
+
+
+def test_edge_popup_is_unscaled_by_default_and_scale_fan_is_the_named_variant(mnist1d):
+    config = TrainConfig(optimizer="adam", lr=0.01, batch_size=100, iterations=2, eval_every=2)
+    net = models.build("lenet_300_100", mnist1d.input_shape, mnist1d.num_classes, seed=0)
+    res = supermasks.learn_supermask(net, mnist1d, config, density=0.3, progress=False)
+    assert res.settings["rescale"] == "none"
+    # the evaluated network is exactly W0 ⊙ mask, with no factor
+    plain = supermasks.masked_accuracy(net, res.mask.to(mnist1d.device), mnist1d)
+    assert res.final_test_accuracy == plain
+    # scale_fan multiplies a layer by sqrt(n / kept) = 1 / sqrt(density)
+    _, frozen, first, snet = _score_net(torch.randn(300, 4), density=0.25, rescale="scale_fan")
+    m = snet.eval_mask(snet.score_dict()[first])
+    assert float(snet.scale_of(m)) == pytest.approx(2.0, rel=1e-6)
+
+
+def test_sampled_mask_evaluation_and_expected_density(mnist1d):
+    net = models.build("lenet_300_100", mnist1d.input_shape, mnist1d.num_classes, seed=0)
+    config = TrainConfig(optimizer="adam", lr=0.1, batch_size=100, iterations=20, eval_every=10)
+    res = supermasks.learn_supermask(net, mnist1d, config, method="bernoulli", progress=False)
+    # expected density = mean of sigmoid(s) over every prunable weight, recorded in every history row
+    total = sum(s.numel() for s in res.scores.values())
+    want = sum(float(torch.sigmoid(s.double()).sum()) for s in res.scores.values()) / total
+    assert res.expected_density == pytest.approx(want, abs=1e-12)
+    assert res.history[-1]["expected_density"] == pytest.approx(want, abs=1e-12)
+    assert res.history[0]["expected_density"] == pytest.approx(0.5, abs=0.01)   # scores start near 0
+    # sampled masks: seeded, reproducible, differ from sample to sample
+    a = supermasks.sampled_accuracy(net, res, mnist1d, samples=3, seed=0)
+    assert a == supermasks.sampled_accuracy(net, res, mnist1d, samples=3, seed=0)
+    assert len(a) == 3 and len(set(a)) > 1
+    # scores far above 0: every sample is the dense mask, so sampled accuracy = the dense network's (rescale 1)
+    sure = supermasks.SupermaskResult("bernoulli", res.mask, res.initial_mask,
+                                      {n: torch.full_like(s, 50.0) for n, s in res.scores.items()},
+                                      settings=res.settings)
+    assert sure.expected_density == 1.0
+    dense = evaluate(net, mnist1d.x_test, mnist1d.y_test)[1]
+    assert supermasks.sampled_accuracy(net, sure, mnist1d, samples=2) == [dense, dense]
+    edge = supermasks.learn_supermask(net, mnist1d, config, method="edge_popup", progress=False)
+    assert edge.expected_density == edge.density
+    with pytest.raises(ValueError, match="Bernoulli"):
+        supermasks.sampled_accuracy(net, edge, mnist1d)
+
+
+def test_supermasks_train_through_the_one_training_loop(mnist1d, monkeypatch):
+    from lth_tutorial import training
+
+    calls = []
+    real = training.train
+
+    def spy(model, *args, **kwargs):
+        calls.append(sorted(n for n, _ in model.named_parameters()))
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(supermasks, "train", spy)
+    net = models.build("lenet_300_100", mnist1d.input_shape, mnist1d.num_classes, seed=0)
+    config = TrainConfig(optimizer="adam", lr=0.01, batch_size=100, iterations=30, eval_every=10)
+    with training.progress_bar("sweep") as bar:
+        res = supermasks.learn_supermask(net, mnist1d, config, progress=bar)
+        res = supermasks.learn_supermask(net, mnist1d, config, method="bernoulli", progress=bar)
+        assert bar.n == bar.total == 60           # one open bar advanced by both runs
+    assert calls == [["scores.0", "scores.1", "scores.2"]] * 2   # train() saw only the scores
+    assert [h["iteration"] for h in res.history] == [0, 10, 20, 30]
+    assert {"lr", "train_loss", "val_loss", "test_accuracy", "density"} <= set(res.history[-1])
+    huge = models.build("lenet_300_100", mnist1d.input_shape, mnist1d.num_classes, seed=0)
+    with torch.no_grad():
+        for p in huge.parameters():
+            p.mul_(1e30)                          # logits overflow to inf: the loss is NaN at step 0
+    with pytest.raises(training.DivergenceError, match="iteration 0"):
+        supermasks.learn_supermask(huge, mnist1d, config, progress=False)

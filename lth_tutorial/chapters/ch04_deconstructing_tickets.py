@@ -1,4 +1,4 @@
-"""Zhou et al. (2019), "Deconstructing lottery tickets": chapter 04's experiments, figures and panel.
+"""Zhou et al. (2019), "Deconstructing lottery tickets": chapter 04's experiments, figures, claims and panel.
 
 A ticket is defined by three choices (Zhou et al.'s decomposition):
 
@@ -7,14 +7,18 @@ A ticket is defined by three choices (Zhou et al.'s decomposition):
 * the **mask-0 action** -- what the pruned weights do: held at zero (``"zero"``, Frankle & Carbin) or frozen at
   their initial value (``"freeze"``).
 
-:func:`dense_run` trains the dense network once (through the run store, so chapter 01's dense run with the same
-settings is reused), :func:`ticket_run` trains one ticket (cached too), and the ``*_sweep`` functions return plain
-row dicts for tables and figures. Pruning is one-shot to the target density, layer by layer (Zhou et al. prune
-iteratively; one shot keeps the chapter fast and isolates the three choices).
+:func:`setting` gives the chapter's run as a preset :class:`~lth_tutorial.presets.RunSpec` (dataset, model, training
+config, Zhou et al.'s per-round rates) plus the chapter's own fields. :func:`dense_runs` trains the dense network once
+per seed (through the run store), :func:`ticket_run` trains one ticket (cached too), and the ``*_sweep`` functions
+return plain row dicts (one per ticket and seed) for tables, figures and :func:`claims`. Pruning is one-shot to the
+target density with **Zhou et al.'s per-layer rates** by default (hidden layers keep the target density ``d``, the
+output layer ``0.9 ** p`` with ``0.8 ** p = d``: :func:`lth_tutorial.criteria.zhou_layer_densities`); ``rates=
+"uniform"`` prunes every layer to ``d``. Zhou et al. prune iteratively; one shot keeps the chapter fast and isolates
+the three choices.
 
-Figures (:func:`criteria_figure`, ...) draw the rows as grouped bars (test accuracy in percent, grouped by density;
-a dashed line marks the trained dense network, a dotted one chance level). :class:`TicketPanel` is the chapter's
-widget.
+Figures draw the rows as grouped bars (test accuracy in percent, mean over seeds with min-max bars, the value on each
+bar, legend outside the axes); a dashed line marks the trained dense network, a dotted one chance level, and the
+paper's number is drawn where it reports one. :class:`TicketPanel` is the chapter's widget.
 """
 
 from __future__ import annotations
@@ -30,77 +34,66 @@ import seaborn as sns
 import torch
 from torch import nn
 
+from .. import claims as claims_lib
 from .. import criteria, models, presets, rewinding
 from ..data import Dataset
 from ..masks import Mask, prunable_parameters
+from ..plots import paper_reference
+from ..presets import RunSpec
 from ..store import RunStore
-from ..supermasks import masked_accuracy
-from ..training import TrainConfig, TrainResult, cached_train, evaluate, state_on_cpu
+from ..supermasks import learn_supermask, masked_accuracy
+from ..training import TrainConfig, TrainResult, cached_train, evaluate, progress_bar, state_on_cpu
 from ..widgets import Panel
 
-__all__ = ["Setting", "setting", "Dense", "dense_run", "ticket_run", "criteria_sweep", "variants_sweep",
-           "pruned_action_sweep", "untrained_sweep", "criteria_table", "PRUNED_ACTIONS", "derived_seed",
-           "grouped_bars", "criteria_figure", "variants_figure", "pruned_action_figure", "untrained_figure",
-           "learned_figure", "TicketPanel"]
+__all__ = ["setting", "Dense", "dense_run", "dense_runs", "ticket_run", "criteria_sweep", "variants_sweep",
+           "pruned_action_sweep", "untrained_sweep", "learned_sweep", "criteria_table", "per_seed", "claims",
+           "PRUNED_ACTIONS", "derived_seed", "grouped_bars", "criteria_figure", "variants_figure",
+           "pruned_action_figure", "untrained_figure", "learned_figure", "TicketPanel", "PAPER_UNTRAINED_MNIST"]
 
 PRUNED_ACTIONS = ("zero", "freeze")
+#: Zhou et al. (abstract): best untrained supermask, LeNet-300-100 (FC) on MNIST, test accuracy in percent.
+PAPER_UNTRAINED_MNIST = 86.0
 
 
-@dataclass(frozen=True)
-class Setting:
-    """The chapter's experiment setting (quick or full).
+def setting(quick: bool) -> tuple[RunSpec, dict]:
+    """The chapter's run: ``(spec, extra)``.
 
-    Attributes:
-        dataset, model: names for :func:`lth_tutorial.data.load` and :func:`lth_tutorial.models.build`.
-        config: training config of the dense run and of every ticket.
-        densities: fractions of weights kept at which the criteria are compared.
-        variant_densities: densities of the rewinding-variant and pruned-weight comparisons.
-        supermask_config: optimizer config of the edge-popup scores.
-        bernoulli_config: optimizer config of the Bernoulli (Zhou et al.) scores.
-        supermask_density: fraction kept by edge-popup.
-        paper: the paper's setting, in words.
+    ``spec`` is a :class:`~lth_tutorial.presets.RunSpec`: dataset, model, the training config of the dense run and of
+    every ticket, and Zhou et al.'s per-round pruning rates in the preset's terms (``scope="layer"``,
+    ``fraction=0.2``: hidden layers keep 0.8 per round; ``output_fraction=0.1``: the output layer keeps 0.9 per
+    round). ``rounds=1``: the chapter prunes one shot, to each density of ``extra["densities"]``.
+
+    ``extra`` holds what a RunSpec has no field for: ``densities`` (hidden-layer densities of the criteria
+    comparison and the supermasks), ``variant_densities`` (of the rewinding-variant and pruned-weight comparisons),
+    ``rates`` (``"zhou"`` or ``"uniform"``), ``seeds``, ``supermask_config`` (edge-popup scores),
+    ``bernoulli_config`` (Zhou et al.'s scores), ``supermask_density`` (edge-popup), ``paper`` (in words).
+
+    Quick: LeNet-300-100 on MNIST-1D, three seeds, 400 steps at Adam 3e-3 (chapter 01 trains 1,500 at 1e-3 for about
+    the same dense accuracy; the chapter trains about a hundred networks). Full: the ``lenet_mnist`` preset's config
+    (chapter 01's full setting, so the dense run is shared with chapter 01) on MNIST.
     """
-
-    dataset: str
-    model: str
-    config: TrainConfig
-    densities: tuple[float, ...]
-    variant_densities: tuple[float, ...]
-    supermask_config: TrainConfig
-    bernoulli_config: TrainConfig
-    supermask_density: float
-    paper: str
-
-
-def setting(quick: bool) -> Setting:
-    """Quick: LeNet-300-100 on MNIST-1D (CPU, seconds per run). Full: Zhou et al.'s LeNet-300-100 on MNIST.
-
-    Full mode trains with the ``lenet_mnist`` preset's config (chapter 01's full setting), so the dense run is shared
-    with chapter 01. Quick mode uses a shorter schedule than chapter 01 (600 steps at Adam 2e-3 instead of 1,500 at
-    1e-3, about the same dense accuracy on MNIST-1D) so that the chapter's ~30 training runs fit in a few minutes.
-    """
-    lenet = presets.get("lenet_mnist")
     paper = ("Zhou et al. (2019): LeNet-300-100 (FC) on MNIST, Conv2/4/6 on CIFAR-10, trained as Frankle & Carbin "
-             "(Adam 1.2e-3, batch 60, 50,000 iterations for FC), pruned iteratively layer by layer")
+             "(Adam 1.2e-3, batch 60, 50,000 iterations for FC), pruned iteratively layer by layer (hidden layers "
+             "keep 0.8, the output layer 0.9 per round)")
     if quick:
-        return Setting(
-            dataset="mnist1d", model="lenet_300_100",
-            config=TrainConfig(optimizer="adam", lr=2e-3, batch_size=100, iterations=600, eval_every=100),
-            densities=(0.2, 0.05), variant_densities=(0.2,),
-            supermask_config=TrainConfig(optimizer="adam", lr=0.01, batch_size=100, iterations=600,
-                                         eval_every=100, schedule="cosine"),
-            bernoulli_config=TrainConfig(optimizer="adam", lr=0.1, batch_size=100, iterations=600,
-                                         eval_every=100, schedule="cosine"),
-            supermask_density=0.5, paper=paper)
-    return Setting(
-        dataset="mnist", model="lenet_300_100",
-        config=lenet.full.config,
-        densities=(0.2, 0.05, 0.015), variant_densities=(0.2, 0.05),
-        supermask_config=TrainConfig(optimizer="adam", lr=0.01, batch_size=128, iterations=20_000,
-                                     eval_every=1000, schedule="cosine"),
-        bernoulli_config=TrainConfig(optimizer="adam", lr=0.1, batch_size=128, iterations=20_000,
-                                     eval_every=1000, schedule="cosine"),
-        supermask_density=0.5, paper=paper)
+        spec = RunSpec(dataset="mnist1d", model="lenet_300_100",
+                       config=TrainConfig(optimizer="adam", lr=3e-3, batch_size=100, iterations=400, eval_every=100),
+                       rounds=1, fraction=0.2, scope="layer", output_fraction=0.1,
+                       runtime="about 90 s for the notebook on an idle 2-core CPU")
+        score_config = TrainConfig(optimizer="adam", lr=0.01, batch_size=100, iterations=400, eval_every=100,
+                                   schedule="cosine")
+        extra = {"densities": (0.2, 0.05), "variant_densities": (0.2,), "seeds": (0, 1, 2),
+                 "supermask_config": score_config, "bernoulli_config": score_config.replace(lr=0.1)}
+    else:
+        lenet = presets.get("lenet_mnist")
+        spec = RunSpec(dataset="mnist", model="lenet_300_100", config=lenet.full.config, rounds=1, fraction=0.2,
+                       scope="layer", output_fraction=0.1, runtime="not measured (meant for a GPU)")
+        score_config = TrainConfig(optimizer="adam", lr=0.01, batch_size=128, iterations=20_000, eval_every=1000,
+                                   schedule="cosine")
+        extra = {"densities": (0.2, 0.05, 0.015), "variant_densities": (0.2, 0.05), "seeds": (0, 1, 2),
+                 "supermask_config": score_config, "bernoulli_config": score_config.replace(lr=0.1)}
+    extra.update(rates="zhou", supermask_density=0.5, paper=paper)
+    return spec, extra
 
 
 def derived_seed(seed: int, *labels) -> int:
@@ -129,7 +122,7 @@ class Dense:
 
 
 def dense_run(data: Dataset, model: str, config: TrainConfig, seed: int = 0, store: RunStore | bool | None = None,
-              progress: bool = True) -> Dense:
+              progress=True) -> Dense:
     """Train (or load) the dense network from W0 = ``models.build(model, ..., seed)``.
 
     Keyed in the run store exactly as :func:`lth_tutorial.imp.run`'s dense round (snapshot at iteration 0), so the
@@ -142,12 +135,26 @@ def dense_run(data: Dataset, model: str, config: TrainConfig, seed: int = 0, sto
     return Dense(model, init_state, result.final_state, result, seed)
 
 
-def _ticket_mask(dense: Dense, data: Dataset, criterion: str, density: float, scope: str) -> Mask:
+def dense_runs(data: Dataset, model: str, config: TrainConfig, seeds: Iterable[int] = (0, 1, 2),
+               store: RunStore | bool | None = None, progress: bool = True) -> list[Dense]:
+    """:func:`dense_run` for every seed, under one progress bar."""
+    with progress_bar("dense runs", disable=not progress) as bar:
+        return [dense_run(data, model, config, seed=s, store=store, progress=bar) for s in seeds]
+
+
+def _ticket_mask(dense: Dense, data: Dataset, criterion: str, density: float, scope: str, rates: str = "zhou"
+                 ) -> Mask:
+    if rates not in criteria.RATES:
+        raise ValueError(f"unknown rates {rates!r}; valid: {', '.join(criteria.RATES)}")
     names = dense.prunable_names(data)
     gen = torch.Generator().manual_seed(derived_seed(dense.seed, "criterion", criterion, density))
+    layer_densities = None
+    if rates == "zhou":
+        net = models.build(dense.model, data.input_shape, data.num_classes, seed=0)
+        layer_densities = criteria.zhou_layer_densities(net, density)
     return criteria.mask_at_density(criterion, density, dense.init_state,
                                     dense.final_state if criterion in criteria.NEEDS_FINAL else None,
-                                    generator=gen, scope=scope, names=names)
+                                    generator=gen, scope=scope, names=names, layer_densities=layer_densities)
 
 
 def ticket_run(
@@ -159,8 +166,9 @@ def ticket_run(
     variant: str = "original",
     pruned: str = "zero",
     scope: str = "layer",
+    rates: str = "zhou",
     store: RunStore | bool | None = None,
-    progress: bool = True,
+    progress=True,
 ) -> dict:
     """Build one ticket from the dense run and train it.
 
@@ -168,22 +176,25 @@ def ticket_run(
         dense: from :func:`dense_run`.
         data, config: dataset and training config (normally the dense run's).
         criterion: mask criterion (:func:`lth_tutorial.criteria.names`).
-        density: fraction of each layer's weights kept, in (0, 1].
+        density: fraction of weights kept, in (0, 1]: by the hidden layers under Zhou et al.'s rates (the output
+            layer keeps more), by every layer under ``rates="uniform"``.
         variant: rewinding variant of the kept weights (:func:`lth_tutorial.rewinding.variant_names`).
         pruned: ``"zero"`` or ``"freeze"`` (pruned weights held at W0).
-        scope: ``"layer"`` (Zhou et al.) or ``"global"``.
+        scope: ``"layer"`` (Zhou et al.) or ``"global"``; used by ``rates="uniform"`` only.
+        rates: ``"zhou"`` (per-layer rates of Zhou et al.'s code) or ``"uniform"``.
         store: run store (``False`` disables caching).
-        progress: progress bar of the training run.
+        progress: ``True``/``False``, or an open :func:`lth_tutorial.training.progress_bar` to advance.
 
     Returns:
-        a row: ``criterion``, ``variant``, ``pruned``, ``density`` (actual), ``before`` (test accuracy of the start
+        a row: ``criterion``, ``variant``, ``pruned``, ``seed``, ``rates``, ``density`` (actual, all layers),
+        ``target_density``, ``before`` (test accuracy of the start
         weights, untrained), ``after`` (test accuracy at the early-stopping iteration), ``final`` (at the last
         iteration), ``best_iteration``, ``history``.
     """
     if pruned not in PRUNED_ACTIONS:
         raise ValueError(f"unknown action for pruned weights {pruned!r}; valid: {', '.join(PRUNED_ACTIONS)}")
     criteria.check_density(density)
-    mask = _ticket_mask(dense, data, criterion, density, scope)
+    mask = _ticket_mask(dense, data, criterion, density, scope, rates)
     gen = torch.Generator().manual_seed(derived_seed(dense.seed, "variant", variant, criterion, density))
     start = rewinding.start_state(variant, mask, dense.init_state, gen)
     pruned_values = rewinding.frozen_at_init(mask, dense.init_state) if pruned == "freeze" else None
@@ -201,75 +212,112 @@ def ticket_run(
     desc = f"{criterion}/{variant}/{pruned} {density:.1%}"
     result = cached_train(net, data, config, mask=mask, seed=dense.seed, pruned_values=pruned_values, store=store,
                           progress=progress, desc=desc)
-    return {"criterion": criterion, "variant": variant, "pruned": pruned, "density": mask.density,
+    return {"criterion": criterion, "variant": variant, "pruned": pruned, "seed": dense.seed, "rates": rates,
+            "density": mask.density,
             "target_density": float(density), "before": before, "after": result.best_test_accuracy,
             "final": result.final_test_accuracy, "best_iteration": result.best_iteration,
             "history": result.history}
 
 
-def _sweep(jobs: list[dict], dense, data, config, store, progress, desc) -> list[dict]:
-    from tqdm.auto import tqdm
-
-    rows = []
-    for job in tqdm(jobs, desc=desc, disable=not progress, leave=False):
-        rows.append(ticket_run(dense, data, config, store=store, progress=False, **job))
-    return rows
+def _as_list(dense) -> list[Dense]:
+    return [dense] if isinstance(dense, Dense) else list(dense)
 
 
-def criteria_sweep(dense: Dense, data: Dataset, config: TrainConfig, densities: Iterable[float],
-                   criteria_names: Iterable[str] = criteria.names(), store=None, progress: bool = True
-                   ) -> list[dict]:
-    """One ticket per (criterion, density), rewound to W0, pruned weights zero (Zhou et al., Fig. 2)."""
+def _sweep(jobs: list[dict], dense, data, config, store, progress, desc, rates) -> list[dict]:
+    """Run every job for every dense run (seed) under one progress bar (or the open bar ``progress``)."""
+    own = isinstance(progress, bool)
+    bar = progress_bar(desc, disable=not progress) if own else progress
+    try:
+        return [ticket_run(d, data, config, store=store, progress=bar, rates=rates, **job)
+                for d in _as_list(dense) for job in jobs]
+    finally:
+        if own:
+            bar.close()
+
+
+def criteria_sweep(dense: Dense | Sequence[Dense], data: Dataset, config: TrainConfig, densities: Iterable[float],
+                   criteria_names: Iterable[str] = criteria.names(), rates: str = "zhou", store=None,
+                   progress=True) -> list[dict]:
+    """One ticket per (seed, criterion, density), rewound to W0, pruned weights zero (Zhou et al., Fig. 2).
+    ``dense``: one :class:`Dense` or one per seed."""
     jobs = [{"criterion": c, "density": d} for c in criteria_names for d in densities]
-    return _sweep(jobs, dense, data, config, store, progress, "criteria")
+    return _sweep(jobs, dense, data, config, store, progress, "criteria", rates)
 
 
-def variants_sweep(dense: Dense, data: Dataset, config: TrainConfig, densities: Iterable[float],
-                   variants: Iterable[str] = rewinding.variant_names(), criterion: str = "large_final", store=None,
-                   progress: bool = True) -> list[dict]:
-    """One ticket per (rewinding variant, density), mask from ``criterion`` (Zhou et al., Fig. 3)."""
+def variants_sweep(dense: Dense | Sequence[Dense], data: Dataset, config: TrainConfig, densities: Iterable[float],
+                   variants: Iterable[str] = rewinding.variant_names(), criterion: str = "large_final",
+                   rates: str = "zhou", store=None, progress=True) -> list[dict]:
+    """One ticket per (seed, rewinding variant, density), mask from ``criterion`` (Zhou et al., Fig. 3)."""
     jobs = [{"criterion": criterion, "variant": v, "density": d} for v in variants for d in densities]
-    return _sweep(jobs, dense, data, config, store, progress, "rewinding variants")
+    return _sweep(jobs, dense, data, config, store, progress, "rewinding variants", rates)
 
 
-def pruned_action_sweep(dense: Dense, data: Dataset, config: TrainConfig, densities: Iterable[float],
-                        criteria_names: Iterable[str] = ("large_final", "small_final"), store=None,
-                        progress: bool = True) -> list[dict]:
-    """Pruned weights zero vs frozen at W0, per criterion and density (Zhou et al., Fig. 4)."""
+def pruned_action_sweep(dense: Dense | Sequence[Dense], data: Dataset, config: TrainConfig, densities: Iterable[float],
+                        criteria_names: Iterable[str] = ("large_final", "small_final"), rates: str = "zhou",
+                        store=None, progress=True) -> list[dict]:
+    """Pruned weights zero vs frozen at W0, per seed, criterion and density (Zhou et al., Fig. 4)."""
     jobs = [{"criterion": c, "density": d, "pruned": p} for c in criteria_names for d in densities
             for p in PRUNED_ACTIONS]
-    return _sweep(jobs, dense, data, config, store, progress, "zero vs freeze")
+    return _sweep(jobs, dense, data, config, store, progress, "zero vs freeze", rates)
 
 
-def untrained_sweep(dense: Dense, data: Dataset, densities: Iterable[float],
+def untrained_sweep(dense: Dense | Sequence[Dense], data: Dataset, densities: Iterable[float],
                     criteria_names: Iterable[str] = ("large_final", "large_final_same_sign", "magnitude_increase",
                                                      "large_init", "random"),
-                    weights: Iterable[str] = ("init", "signed_constant"), rescale: bool = True) -> list[dict]:
-    """Supermasks without any training: test accuracy of ``mask ⊙ W`` per criterion, density and weights.
+                    weights: Iterable[str] = ("init", "signed_constant"), rescale: bool = True,
+                    rates: str = "zhou") -> list[dict]:
+    """Supermasks without any training: test accuracy of ``mask ⊙ W`` per seed, criterion, density and weights.
 
-    ``weights="init"`` uses W0, ``"signed_constant"`` uses ``sigma * sign(W0)`` per layer. ``rescale`` multiplies
-    each layer by ``n / kept`` (Zhou et al.'s rescaling, so sparse layers keep their output scale). The dense untrained
-    network is the row with criterion ``"dense"`` and density 1.
+    ``weights="init"`` uses W0, ``"signed_constant"`` Zhou et al.'s ``sigma * sign(W0)`` per layer (``sigma`` = the
+    layer's init std). ``rescale`` multiplies each layer by ``n / kept`` (Zhou et al.'s rescaling, so sparse layers
+    keep their output scale). The dense untrained network is the row with criterion ``"dense"`` and density 1.
+    Rows: ``seed``, ``criterion``, ``density`` (actual), ``target_density``, ``weights``, ``accuracy``.
     """
-    net = dense.build(data)
-    names = dense.prunable_names(data)
-    dense_mask = Mask({n: torch.ones_like(dense.init_state[n], dtype=torch.bool) for n in names})
     rows = []
-    for w in weights:
-        values = dense.init_state if w == "init" else rewinding.start_weights("signed_constant", dense_mask,
-                                                                             dense.init_state)
-        rows.append({"criterion": "dense", "density": 1.0, "weights": w,
-                     "accuracy": masked_accuracy(net, dense_mask, data, values, rescale=False)})
-        for c in criteria_names:
-            for d in densities:
-                mask = _ticket_mask(dense, data, c, d, "layer")
-                rows.append({"criterion": c, "density": mask.density, "weights": w,
-                             "accuracy": masked_accuracy(net, mask, data, values, rescale=rescale)})
+    for dn in _as_list(dense):
+        net = dn.build(data)
+        names = dn.prunable_names(data)
+        dense_mask = Mask({n: torch.ones_like(dn.init_state[n], dtype=torch.bool) for n in names})
+        for w in weights:
+            values = dn.init_state if w == "init" else rewinding.start_weights("signed_constant", dense_mask,
+                                                                              dn.init_state)
+            rows.append({"seed": dn.seed, "criterion": "dense", "density": 1.0, "target_density": 1.0,
+                         "weights": w, "accuracy": masked_accuracy(net, dense_mask, data, values, rescale=False)})
+            for c in criteria_names:
+                for d in densities:
+                    mask = _ticket_mask(dn, data, c, d, "layer", rates)
+                    rows.append({"seed": dn.seed, "criterion": c, "density": mask.density, "target_density": d,
+                                 "weights": w, "accuracy": masked_accuracy(net, mask, data, values, rescale=rescale)})
     return rows
+
+
+def learned_sweep(dense: Dense | Sequence[Dense], data: Dataset, runs: Mapping[str, tuple[TrainConfig, dict]],
+                  progress=True) -> dict[str, list]:
+    """Learned supermasks over each dense run's W0: ``{label: [SupermaskResult per seed]}``.
+
+    ``runs``: ``{label: (config, keyword arguments of lth_tutorial.supermasks.learn_supermask)}``. One progress bar
+    for the whole sweep. The score seed is the dense run's seed.
+    """
+    own = isinstance(progress, bool)
+    bar = progress_bar("learned supermasks", disable=not progress) if own else progress
+    try:
+        return {label: [learn_supermask(d.build(data), data, config, seed=d.seed, progress=bar, **kwargs)
+                        for d in _as_list(dense)] for label, (config, kwargs) in runs.items()}
+    finally:
+        if own:
+            bar.close()
+
+
+def per_seed(rows: Sequence[dict], value: str, **match) -> list[float]:
+    """``value`` of the rows matching ``match``, one per seed in seed order (the mean where a seed has several)."""
+    seeds = sorted({r["seed"] for r in rows if all(r.get(k) == v for k, v in match.items())})
+    return [float(np.mean([r[value] for r in rows if r["seed"] == s and all(r.get(k) == v for k, v in match.items())]))
+            for s in seeds]
 
 
 def criteria_table(rows: list[dict], dense_accuracy: float | None = None):
-    """One row per criterion: its formula and our test accuracy (%) at each density, as a pandas DataFrame."""
+    """One row per criterion: its formula and our test accuracy (%, mean over seeds, and min-max) at each density,
+    as a pandas DataFrame."""
     import pandas as pd
 
     densities = sorted({r["target_density"] for r in rows}, reverse=True)
@@ -277,8 +325,9 @@ def criteria_table(rows: list[dict], dense_accuracy: float | None = None):
     for c in dict.fromkeys(r["criterion"] for r in rows):
         entry = {"criterion": c, "score (keep highest)": criteria.FORMULAS[c]}
         for d in densities:
-            match = [r["after"] for r in rows if r["criterion"] == c and r["target_density"] == d]
-            entry[f"acc % at {d:.0%} kept"] = round(100 * sum(match) / len(match), 1) if match else float("nan")
+            values = per_seed(rows, "after", criterion=c, target_density=d)
+            entry[f"acc % at {d:.0%} kept"] = round(100 * float(np.mean(values)), 1) if values else float("nan")
+            entry[f"min-max at {d:.0%}"] = (f"{100 * min(values):.1f}-{100 * max(values):.1f}" if values else "")
         table.append(entry)
     frame = pd.DataFrame(table).set_index("criterion")
     if dense_accuracy is not None:
@@ -287,17 +336,108 @@ def criteria_table(rows: list[dict], dense_accuracy: float | None = None):
 
 
 # ------------------------------------------------------------------------------------------------------------------
+# Claims: the chapter's statements, judged over seeds
+
+def _mean_over(rows, names: Iterable[str], key: str, value: str, **match) -> list[float]:
+    """Per seed, the mean of ``value`` over the rows whose ``key`` is in ``names``."""
+    per_name = [per_seed(rows, value, **{key: n}, **match) for n in names]
+    return list(np.mean(per_name, axis=0))
+
+
+def claims(criteria_rows: list[dict], variant_rows: list[dict], pruned_rows: list[dict], untrained_rows: list[dict],
+           learned: Mapping[str, list], num_classes: int = 10) -> list:
+    """The chapter's claims (:mod:`lth_tutorial.claims`), each judged over the seeds of the rows:
+
+    * ``criteria_large_final_vs_random``: at the lowest density, ``large_final`` beats a random mask (retrained);
+    * ``criteria_magnitude_increase_vs_random``: the same for ``magnitude_increase``;
+    * ``criteria_small_final_below_random``: ``small_final`` does worse than the random mask;
+    * ``signs_matter``: the signed variants (mean) beat the unsigned ones (mean) at the variant density;
+    * ``zeros_matter``: ``large_final`` with pruned weights at zero beats pruned weights frozen at W0 (retrained);
+    * ``zeros_untrained``: the same comparison before any training;
+    * ``supermask_untrained``: untrained ``large_final_same_sign`` (W0) beats a random mask at the highest density
+      of the untrained sweep;
+    * ``supermask_learned``: each learned supermask ends above chance.
+    """
+    low = min(r["target_density"] for r in criteria_rows)
+    vd = min(r["target_density"] for r in variant_rows)
+    pd_ = min(r["target_density"] for r in pruned_rows)
+    ud = max(r["target_density"] for r in untrained_rows if r["criterion"] != "dense")
+    rand = per_seed(criteria_rows, "after", criterion="random", target_density=low)
+    out = [
+        claims_lib.compare("criteria_large_final_vs_random",
+                           f"large_final beats a random mask at {low:.0%} kept (retrained)",
+                           per_seed(criteria_rows, "after", criterion="large_final", target_density=low), rand,
+                           names=("large_final", "random")),
+        claims_lib.compare("criteria_magnitude_increase_vs_random",
+                           f"magnitude_increase beats a random mask at {low:.0%} kept (retrained)",
+                           per_seed(criteria_rows, "after", criterion="magnitude_increase", target_density=low),
+                           rand, names=("magnitude_increase", "random")),
+        claims_lib.compare("criteria_small_final_below_random",
+                           f"small_final does worse than a random mask at {low:.0%} kept (retrained)", rand,
+                           per_seed(criteria_rows, "after", criterion="small_final", target_density=low),
+                           names=("random", "small_final")),
+    ]
+    signed = [v for v in dict.fromkeys(r["variant"] for r in variant_rows) if v in rewinding.SIGNED and v != "original"]
+    unsigned = [v for v in dict.fromkeys(r["variant"] for r in variant_rows) if v not in rewinding.SIGNED]
+    out.append(claims_lib.compare(
+        "signs_matter", f"variants keeping sign(W0) beat those that do not, at {vd:.0%} kept (mean of each group)",
+        _mean_over(variant_rows, signed, "variant", "after", target_density=vd),
+        _mean_over(variant_rows, unsigned, "variant", "after", target_density=vd), names=("signed", "unsigned")))
+    out.append(claims_lib.compare(
+        "zeros_matter", f"large_final with pruned weights at zero beats frozen at W0, at {pd_:.0%} kept (retrained)",
+        per_seed(pruned_rows, "after", criterion="large_final", target_density=pd_, pruned="zero"),
+        per_seed(pruned_rows, "after", criterion="large_final", target_density=pd_, pruned="freeze"),
+        names=("zero", "frozen")))
+    out.append(claims_lib.compare(
+        "zeros_untrained", f"untrained large_final ticket: pruned weights at zero beat frozen at W0, at {pd_:.0%} kept",
+        per_seed(pruned_rows, "before", criterion="large_final", target_density=pd_, pruned="zero"),
+        per_seed(pruned_rows, "before", criterion="large_final", target_density=pd_, pruned="freeze"),
+        names=("zero", "frozen")))
+    out.append(claims_lib.compare(
+        "supermask_untrained",
+        f"untrained large_final_same_sign mask on W0 beats a random mask at {ud:.0%} kept",
+        per_seed(untrained_rows, "accuracy", criterion="large_final_same_sign", target_density=ud, weights="init"),
+        per_seed(untrained_rows, "accuracy", criterion="random", target_density=ud, weights="init"),
+        names=("large_final_same_sign", "random")))
+    for label, results in learned.items():
+        out.append(claims_lib.bound(
+            f"supermask_learned_{_slug(label)}",
+            f"learned supermask ({label}) ends above chance", [r.final_test_accuracy for r in results],
+            1.0 / num_classes, name="test accuracy"))
+    return out
+
+
+def _slug(label: str) -> str:
+    import re
+
+    return re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")
+
+
+# ------------------------------------------------------------------------------------------------------------------
 # Figures
 
 def grouped_bars(ax, labels: Sequence[str], groups: Mapping[str, Sequence[float]], colors=None,
                  reference: float | None = None, chance: float | None = None, rotate: bool = True,
-                 legend_loc: str = "lower right"):
-    """Bars of ``groups`` (``{group label: one value per x label}``, in percent) side by side at each label."""
+                 spread: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None,
+                 value_labels: bool = True):
+    """Bars of ``groups`` (``{group label: one value per x label}``, in percent) side by side at each label.
+
+    ``spread``: ``{group label: (lows, highs)}`` drawn as min-max error bars. Each bar carries its value; the legend
+    sits outside the axes, on the right.
+    """
     palette = colors or sns.color_palette("deep", len(groups))
     width = 0.8 / max(len(groups), 1)
     x = np.arange(len(labels))
     for i, (name, values) in enumerate(groups.items()):
-        ax.bar(x + (i - (len(groups) - 1) / 2) * width, values, width, label=name, color=palette[i % len(palette)])
+        err = None
+        if spread and name in spread:
+            lows, highs = (np.asarray(v, dtype=float) for v in spread[name])
+            vals = np.asarray(values, dtype=float)
+            err = np.vstack([vals - lows, highs - vals])
+        bars = ax.bar(x + (i - (len(groups) - 1) / 2) * width, values, width, label=name,
+                      color=palette[i % len(palette)], yerr=err, capsize=2, error_kw={"lw": 0.8})
+        if value_labels:
+            ax.bar_label(bars, fmt="%.0f", fontsize=7, padding=2 if err is None else 6)
     if reference is not None:
         ax.axhline(reference, color="black", ls="--", lw=1, label=f"dense, trained ({reference:.1f} %)")
     if chance is not None:
@@ -305,115 +445,135 @@ def grouped_bars(ax, labels: Sequence[str], groups: Mapping[str, Sequence[float]
     ax.set_xticks(x)
     ax.set_xticklabels(labels, rotation=35 if rotate else 0, ha="right" if rotate else "center")
     ax.set_ylabel("test accuracy (%)")
-    ax.legend(fontsize=8, loc=legend_loc)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return ax
 
 
-def _by_density(rows, key: str, labels, value: str = "after", **match) -> dict[str, list[float]]:
-    densities = sorted({r["target_density"] for r in rows}, reverse=True)
-    out = {}
-    for d in densities:
-        out[f"{d:.0%} kept"] = [100 * _mean_of(rows, value, **{key: lab, "target_density": d, **match})
-                                for lab in labels]
-    return out
+def _stats(values: Sequence[float]) -> tuple[float, float, float]:
+    if not len(values):
+        return float("nan"), float("nan"), float("nan")
+    return 100 * float(np.mean(values)), 100 * float(np.min(values)), 100 * float(np.max(values))
 
 
-def _mean_of(rows, value: str, **match) -> float:
-    sel = [r[value] for r in rows if all(r.get(k) == v for k, v in match.items())]
-    return float(np.mean(sel)) if sel else float("nan")
+def _groups(rows, key: str, labels, value: str, group_by: str = "target_density", fmt=None, **match):
+    """Means and min-max over seeds: ``({group: means}, {group: (lows, highs)})``, one group per ``group_by``."""
+    keys = sorted({r[group_by] for r in rows}, reverse=True) if group_by == "target_density" else \
+        list(dict.fromkeys(r[group_by] for r in rows))
+    fmt = fmt or (lambda g: f"{g:.0%} kept" if group_by == "target_density" else str(g))
+    means, spread = {}, {}
+    for g in keys:
+        stats = [_stats(per_seed(rows, value, **{key: lab, group_by: g}, **match)) for lab in labels]
+        means[fmt(g)] = [s[0] for s in stats]
+        spread[fmt(g)] = ([s[1] for s in stats], [s[2] for s in stats])
+    return means, spread
+
+
+def _seeds_note(rows) -> str:
+    n = len({r["seed"] for r in rows})
+    return f"mean of {n} seeds, bars min-max" if n > 1 else "one seed"
 
 
 def criteria_figure(rows: list[dict], dense_accuracy: float | None = None, num_classes: int = 10,
                     title: str | None = None):
     """Zhou et al.'s Fig. 2 as bars: accuracy after retraining from W0, per mask criterion and density."""
     labels = list(dict.fromkeys(r["criterion"] for r in rows))
-    fig, ax = plt.subplots(figsize=(10, 4))
-    grouped_bars(ax, labels, _by_density(rows, "criterion", labels),
+    fig, ax = plt.subplots(figsize=(12, 4))
+    means, spread = _groups(rows, "criterion", labels, "after")
+    grouped_bars(ax, labels, means, spread=spread,
                  reference=None if dense_accuracy is None else 100 * dense_accuracy, chance=100 / num_classes)
-    ax.set_title(title or "Mask criteria: ticket rewound to $W_0$ and retrained")
+    ax.set_title((title or "Mask criteria: ticket rewound to $W_0$ and retrained") + f" ({_seeds_note(rows)})")
     fig.tight_layout()
     return fig
 
 
 def variants_figure(rows: list[dict], dense_accuracy: float | None = None, num_classes: int = 10,
                     title: str | None = None):
-    """Zhou et al.'s Fig. 3 as bars: accuracy after retraining per rewinding variant; signed variants hatched.
+    """Zhou et al.'s Fig. 3 as bars: accuracy per rewinding variant of the kept weights; signed variants in bold.
 
     Left: at the start (untrained), right: after retraining."""
     labels = list(dict.fromkeys(r["variant"] for r in rows))
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4), sharey=True)
     for ax, value, name in [(axes[0], "before", "before training"), (axes[1], "after", "after retraining")]:
-        grouped_bars(ax, labels, _by_density(rows, "variant", labels, value=value),
-                     reference=None if dense_accuracy is None else 100 * dense_accuracy, chance=100 / num_classes,
-                     legend_loc="center right" if value == "before" else "lower right")
+        means, spread = _groups(rows, "variant", labels, value)
+        grouped_bars(ax, labels, means, spread=spread,
+                     reference=None if dense_accuracy is None else 100 * dense_accuracy, chance=100 / num_classes)
+        if ax is axes[0]:
+            ax.get_legend().remove()
         for tick in ax.get_xticklabels():
             if tick.get_text() in rewinding.SIGNED:
                 tick.set_fontweight("bold")
         ax.set_title(name)
-    fig.suptitle(title or "Rewinding variants of the kept weights (bold: keep the initial signs)")
+    fig.suptitle((title or "Rewinding variants of the kept weights (bold: keep the initial signs)")
+                 + f" ({_seeds_note(rows)})")
     fig.tight_layout()
     return fig
 
 
 def pruned_action_figure(rows: list[dict], dense_accuracy: float | None = None, num_classes: int = 10,
                          title: str | None = None):
-    """Zhou et al.'s Fig. 4 as bars: pruned weights held at zero vs frozen at W0, per criterion and density."""
+    """Zhou et al.'s Fig. 4 as bars: pruned weights held at zero vs frozen at W0, before and after training."""
     densities = sorted({r["target_density"] for r in rows}, reverse=True)
     crits = list(dict.fromkeys(r["criterion"] for r in rows))
-    labels = [f"{c}\n{d:.0%} kept" for c in crits for d in densities]
-    groups = {p: [100 * _mean_of(rows, "after", criterion=c, target_density=d, pruned=p) for c in crits
-                  for d in densities] for p in ("zero", "freeze")}
-    groups = {"pruned = 0": groups["zero"], "pruned frozen at $W_0$": groups["freeze"]}
-    fig, ax = plt.subplots(figsize=(8, 4))
+    labels = [f"{c}\n{d:.0%} kept\n{when}" for c in crits for d in densities for when in ("untrained", "trained")]
+    groups, spread = {}, {}
+    for p, name in (("zero", "pruned = 0"), ("freeze", "pruned frozen at $W_0$")):
+        stats = [_stats(per_seed(rows, value, criterion=c, target_density=d, pruned=p))
+                 for c in crits for d in densities for value in ("before", "after")]
+        groups[name] = [s[0] for s in stats]
+        spread[name] = ([s[1] for s in stats], [s[2] for s in stats])
+    fig, ax = plt.subplots(figsize=(3 + 2.2 * len(labels), 4))
     grouped_bars(ax, labels, groups, colors=[sns.color_palette("deep")[0], sns.color_palette("deep")[1]],
-                 reference=None if dense_accuracy is None else 100 * dense_accuracy, chance=100 / num_classes,
-                 rotate=False)
-    ax.set_title(title or "Zeros matter: pruned weights set to 0 or frozen at their initial value")
+                 spread=spread, reference=None if dense_accuracy is None else 100 * dense_accuracy,
+                 chance=100 / num_classes, rotate=False)
+    ax.set_title((title or "Zeros matter: pruned weights set to 0 or frozen at their initial value")
+                 + f"\n({_seeds_note(rows)})")
     fig.tight_layout()
     return fig
 
 
-def untrained_figure(rows: list[dict], num_classes: int = 10, title: str | None = None):
-    """Supermasks without training: accuracy of ``mask ⊙ W`` per criterion, for W0 and signed-constant weights.
-
-    ``rows`` from :func:`lth_tutorial.deconstruct.untrained_sweep`; the dense untrained network is a bar of its own.
-    """
+def untrained_figure(rows: list[dict], num_classes: int = 10, title: str | None = None,
+                     paper: float | None = PAPER_UNTRAINED_MNIST):
+    """Supermasks without training: accuracy of ``mask ⊙ W`` per criterion, for W0 and Zhou et al.'s signed
+    constant; the dense untrained network as a line; the paper's best untrained supermask (MNIST) drawn beside."""
     weights = list(dict.fromkeys(r["weights"] for r in rows))
-    fig, axes = plt.subplots(1, len(weights), figsize=(6 * len(weights), 4), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(1, len(weights), figsize=(7 * len(weights), 4), sharey=True, squeeze=False)
     for ax, w in zip(axes[0], weights):
-        sel = [r for r in rows if r["weights"] == w]
-        dense = [r for r in sel if r["criterion"] == "dense"]
-        crits = [c for c in dict.fromkeys(r["criterion"] for r in sel) if c != "dense"]
-        densities = sorted({round(r["density"], 4) for r in sel if r["criterion"] != "dense"}, reverse=True)
-        groups = {f"{d:.0%} kept": [100 * _mean_of([r for r in sel if round(r["density"], 4) == d], "accuracy",
-                                                    criterion=c) for c in crits] for d in densities}
-        grouped_bars(ax, crits, groups, chance=100 / num_classes)
+        sel = [r for r in rows if r["weights"] == w and r["criterion"] != "dense"]
+        crits = list(dict.fromkeys(r["criterion"] for r in sel))
+        means, spread = _groups(sel, "criterion", crits, "accuracy")
+        grouped_bars(ax, crits, means, spread=spread, chance=100 / num_classes)
+        dense = per_seed(rows, "accuracy", criterion="dense", weights=w)
         if dense:
-            ax.axhline(100 * dense[0]["accuracy"], color="tab:red", ls="-.", lw=1,
-                       label=f"dense, untrained ({100 * dense[0]['accuracy']:.1f} %)")
-            ax.legend(fontsize=8, loc="upper right")
-        ax.set_title("weights $W_0$" if w == "init" else r"weights $\sigma\,\mathrm{sign}(W_0)$")
-    fig.suptitle(title or "Supermasks: masks applied to the untrained network")
+            ax.axhline(100 * float(np.mean(dense)), color="tab:red", ls="-.", lw=1, label="dense, untrained")
+        if paper is not None:
+            paper_reference(ax, paper, f"paper: {paper:.0f} % (Zhou et al., FC on MNIST)")
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        ax.set_title("weights $W_0$" if w == "init" else r"weights $\sigma\,\mathrm{sign}(W_0)$ (Zhou et al.)")
+    fig.suptitle((title or "Supermasks: masks applied to the untrained network") + f" ({_seeds_note(rows)})")
     fig.tight_layout()
     return fig
 
 
 def learned_figure(results: Mapping[str, object], dense_accuracy: float | None = None, num_classes: int = 10,
                    title: str | None = None):
-    """Test accuracy during mask learning, one curve per :class:`~lth_tutorial.supermasks.SupermaskResult`."""
-    fig, ax = plt.subplots(figsize=(7, 4))
+    """Test accuracy during mask learning: ``{label: SupermaskResult or [one per seed]}``, the mean curve with the
+    min-max band over seeds."""
+    fig, ax = plt.subplots(figsize=(8, 4))
     for label, res in results.items():
-        it = [h["iteration"] for h in res.history]
-        acc = [100 * h["test_accuracy"] for h in res.history]
-        ax.plot(it, acc, marker="o", ms=3, label=f"{label} (density {res.density:.0%})")
+        runs = res if isinstance(res, (list, tuple)) else [res]
+        it = [h["iteration"] for h in runs[0].history]
+        acc = 100 * np.array([[h["test_accuracy"] for h in r.history] for r in runs])
+        line, = ax.plot(it, acc.mean(0), marker="o", ms=3,
+                        label=f"{label} (density {np.mean([r.density for r in runs]):.0%})")
+        if len(runs) > 1:
+            ax.fill_between(it, acc.min(0), acc.max(0), color=line.get_color(), alpha=0.2)
     if dense_accuracy is not None:
-        ax.axhline(100 * dense_accuracy, color="black", ls="--", lw=1,
-                   label=f"dense, weights trained ({100 * dense_accuracy:.1f} %)")
+        ax.axhline(100 * dense_accuracy, color="black", ls="--", lw=1, label="dense, weights trained")
     ax.axhline(100 / num_classes, color="gray", ls=":", lw=1, label="chance")
     ax.set_xlabel("mask-training iteration (weights never change)")
     ax.set_ylabel("test accuracy (%)")
-    ax.legend(fontsize=8)
-    ax.set_title(title or "Learned supermasks over frozen random weights")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.set_title(title or "Learned supermasks over frozen random weights (band: min-max over seeds)")
     fig.tight_layout()
     return fig
 
