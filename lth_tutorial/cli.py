@@ -8,15 +8,24 @@
 
 ``lth imp`` prints a table row per finished round while it runs, then writes ``results.json`` (settings and one
 record per round and kind) and ``imp.png`` (the Frankle & Carbin figure) to ``--out``. Finished training runs are
-cached (``lth_tutorial.store``), so an interrupted run resumes and a repeated one loads. Bad arguments exit with
-status 2 and a one-line reason.
+cached (``lth_tutorial.store``), so an interrupted run resumes and a repeated one loads.
+
+Failing early and cleanly: bad arguments, an ``--out`` or run store (``$LTH_CACHE``) that cannot be written, and a
+second ``lth imp`` writing to the same ``--out`` (a lock file ``--out/.lth-imp.lock`` holds the writer's process
+id) exit with status 2 and a one-line reason before anything trains. ``results.json`` and ``imp.png`` are written
+atomically (temporary file, then ``os.replace``), so an earlier pair stays intact when a write fails. A cache
+write that fails mid-run warns once and the run carries on uncached. Ctrl-C ends with one line and status 130;
+finished rounds stay cached. Other failures (data unavailable, divergence, a failed write) exit 1 with one line.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 __all__ = ["main"]
@@ -33,6 +42,10 @@ class UsageError(Exception):
     """A bad argument found after parsing; reported on one line with exit status 2."""
 
 
+class OutputError(Exception):
+    """Writing the results failed; reported on one line with exit status 1."""
+
+
 def _fraction(text: str) -> float:
     try:
         value = float(text)
@@ -44,9 +57,13 @@ def _fraction(text: str) -> float:
 
 
 def _output_fraction(text: str) -> float:
-    if text.strip() == "0":
-        return 0.0
-    return _fraction(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 1) (0 keeps the output layer dense), got {value}")
+    return value
 
 
 def _non_negative_int(text: str) -> int:
@@ -60,9 +77,21 @@ def _non_negative_int(text: str) -> int:
 
 
 def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _seed(text: str) -> int:
+    from .imp import MAX_SEED
+
     value = _non_negative_int(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("must be >= 1")
+    if value >= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 2**32), got {value}")
     return value
 
 
@@ -88,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="per-round fraction for the output layer (0 keeps it dense)")
     p.add_argument("--scope", choices=("global", "layer"), help="rank weights globally or within each layer")
     p.add_argument("--iterations", type=_positive_int, help="training iterations per round")
-    p.add_argument("--seeds", type=_non_negative_int, nargs="+", default=[0], help="one IMP run per seed")
+    p.add_argument("--seeds", type=_seed, nargs="+", default=[0], help="one IMP run per seed (distinct, in [0, 2**32))")
     p.add_argument("--controls", default=",".join(imp.CONTROLS),
                    help="comma-separated subset of reinit,random; 'none' for no controls")
     p.add_argument("--reset", default="init", help=f"reset strategy: {', '.join(RESETS)}")
@@ -146,6 +175,10 @@ def _controls_from_args(text: str) -> tuple[str, ...]:
     if text.strip().lower() == "none":
         return ()
     controls = tuple(c.strip() for c in text.split(",") if c.strip())
+    if not controls:
+        raise UsageError(f"--controls {text!r} names no control; give some of {', '.join(imp.CONTROLS)}, or none")
+    if len(set(controls)) != len(controls):
+        raise UsageError(f"--controls lists a control twice: {text!r}")
     unknown = [c for c in controls if c not in imp.CONTROLS]
     if unknown:
         raise UsageError(f"unknown controls {unknown}; valid: {', '.join(imp.CONTROLS)} or none")
@@ -166,10 +199,64 @@ HEADER = " ".join([f"{'seed':>4}", f"{'round':>5}", f"{'remain %':>9}", f"{'tick
                    f"{'reinit %':>9}", f"{'random %':>9}"])
 
 
+_LOCK_NAME = ".lth-imp.lock"
+
+
+@contextlib.contextmanager
+def _out_lock(out: Path):
+    """Hold an exclusive lock on ``out/.lth-imp.lock`` (holding our process id) while this run owns ``out``;
+    refuse when another process holds it. The operating system drops the lock when its holder dies, so a lock file
+    left by a killed run is simply taken over. Without ``fcntl`` (Windows) the file's existence is the lock."""
+    lock = out / _LOCK_NAME
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        fcntl = None
+    for _ in range(5):
+        if fcntl is None:
+            try:
+                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644)
+            except FileExistsError:
+                raise UsageError(f"another lth imp is writing to {out} (lock file {lock}); wait for it to finish, "
+                                 f"choose another --out, or delete the lock file if no run is active") from None
+        else:
+            fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                try:
+                    holder = f"process {int(lock.read_text().strip())}"
+                except (OSError, ValueError):
+                    holder = "another process"
+                raise UsageError(f"another lth imp ({holder}) is writing to {out}; wait for it to finish or choose "
+                                 f"another --out") from None
+            try:
+                same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:  # the previous holder removed the file between our open and our lock: try again
+                os.close(fd)
+                continue
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        break
+    else:
+        raise UsageError(f"cannot take the lock {lock}")
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+        os.close(fd)
+
+
 def cmd_imp(args) -> int:
     from . import data, imp, plots, presets, store
     from .device import configure_threads, pick
 
+    if len(set(args.seeds)) != len(args.seeds):
+        duplicated = sorted({s for s in args.seeds if args.seeds.count(s) > 1})
+        raise UsageError(f"--seeds lists {', '.join(map(str, duplicated))} more than once; give distinct seeds")
     try:
         preset = presets.get(args.preset)
     except ValueError as err:
@@ -192,33 +279,55 @@ def cmd_imp(args) -> int:
     except ValueError as err:
         raise UsageError(str(err)) from None
 
-    dataset = data.load(spec.dataset, device=device)
+    # Everything that will be written must be writable before anything is generated or trained.
     run_store = store.RunStore(enabled=not args.no_cache)
-    print(f"lth imp: {spec.model} on {dataset!r}\n  {config}\n  rounds={spec.rounds} fraction={spec.fraction} "
-          f"scope={spec.scope} output_fraction={spec.output_fraction} reset={reset.describe()} "
-          f"controls={list(controls)} seeds={args.seeds} device={device} threads={threads}\n"
-          f"  store: {run_store.root}")
-    print(HEADER, flush=True)
-    started = time.perf_counter()
-    results = []
-    for seed in args.seeds:
-        results.append(imp.run(
-            dataset, spec.model, config, rounds=spec.rounds, fraction=spec.fraction, scope=spec.scope,
-            output_fraction=spec.output_fraction, reset=reset, controls=controls, seed=seed, store=run_store,
-            progress=not args.no_progress, keep_weights=False,
-            on_round=lambda r, seed=seed: print(_row(r, seed), flush=True)))
-    elapsed = time.perf_counter() - started
+    try:
+        out = store.check_writable(args.out, "--out")
+        if run_store.enabled:
+            store.check_writable(run_store.root, "the run store (LTH_CACHE)")
+    except ValueError as err:
+        raise UsageError(f"{err}; use --out DIR elsewhere, set LTH_CACHE to a writable folder, or pass --no-cache"
+                         if run_store.enabled else f"{err}; use --out DIR elsewhere") from None
+    if run_store.enabled:
+        run_store.cleanup()
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    import json
+    with _out_lock(out):
+        store.remove_stale_temporaries(out)  # of a results write that a kill -9 interrupted
+        dataset = data.load(spec.dataset, device=device)
+        print(f"lth imp: {spec.model} on {dataset!r}\n  {config}\n  rounds={spec.rounds} fraction={spec.fraction} "
+              f"scope={spec.scope} output_fraction={spec.output_fraction} reset={reset.describe()} "
+              f"controls={list(controls)} seeds={args.seeds} device={device} threads={threads}\n"
+              f"  store: {run_store.root if run_store.enabled else 'off (--no-cache)'}")
+        print(HEADER, flush=True)
+        started = time.perf_counter()
+        results = []
+        for seed in args.seeds:
+            results.append(imp.run(
+                dataset, spec.model, config, rounds=spec.rounds, fraction=spec.fraction, scope=spec.scope,
+                output_fraction=spec.output_fraction, reset=reset, controls=controls, seed=seed, store=run_store,
+                progress=not args.no_progress, keep_weights=False,
+                on_round=lambda r, seed=seed: print(_row(r, seed), flush=True)))
+        elapsed = time.perf_counter() - started
 
-    records = [rec for res in results for rec in res.records()]
-    (args.out / "results.json").write_text(json.dumps(
-        {"settings": [res.settings for res in results], "elapsed_seconds": elapsed, "records": records},
-        indent=1, default=lambda o: None))
-    fig = plots.imp_figure(results, title=f"{spec.model} on {spec.dataset}, {len(args.seeds)} seed(s)")
-    fig.savefig(args.out / "imp.png", dpi=120)
-    print(f"done in {elapsed:.1f} s; wrote {args.out / 'results.json'} and {args.out / 'imp.png'}")
+        import io
+        import json
+
+        import matplotlib.pyplot as plt
+
+        records = [rec for res in results for rec in res.records()]
+        text = json.dumps({"settings": [res.settings for res in results], "elapsed_seconds": elapsed,
+                           "records": records}, indent=1, default=lambda o: None)
+        fig = plots.imp_figure(results, title=f"{spec.model} on {spec.dataset}, {len(args.seeds)} seed(s)")
+        png = io.BytesIO()
+        fig.savefig(png, format="png", dpi=120)
+        plt.close(fig)
+        for name, payload in (("results.json", text.encode()), ("imp.png", png.getvalue())):
+            try:
+                store.atomic_write(out / name, payload)
+            except OSError as err:
+                raise OutputError(f"cannot write {out / name} ({err.strerror or err}); any earlier {name} there is "
+                                  f"unchanged, and the finished runs are cached") from None
+    print(f"done in {elapsed:.1f} s; wrote {out / 'results.json'} and {out / 'imp.png'}")
     return 0
 
 
@@ -236,25 +345,44 @@ def cmd_presets(args) -> int:
     return 0
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"lth: warning: {' '.join(str(message).split())}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
     parser = build_parser()
     args = parser.parse_args(argv)
+    saved_format = warnings.formatwarning
+    warnings.formatwarning = _one_line_warning  # library warnings (cache, data) print as one line each
     try:
         return {"imp": cmd_imp, "presets": cmd_presets}[args.command](args)
     except UsageError as err:
         print(f"lth {args.command}: error: {err}", file=sys.stderr)
         return 2
-    except Exception as err:  # data unavailable, divergence, ...: one clear line, non-zero exit
+    except OutputError as err:
+        print(f"lth {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        resume = ("finished rounds are cached, rerun the same command to resume"
+                  if not getattr(args, "no_cache", True) else "nothing was cached (--no-cache)")
+        print(f"lth {args.command}: interrupted; {resume}", file=sys.stderr)
+        return 130
+    except Exception as err:  # data unavailable, divergence, a failed write, ...: one clear line, non-zero exit
         from .data import DatasetUnavailableError
         from .training import DivergenceError
 
-        if isinstance(err, (DatasetUnavailableError, DivergenceError, ValueError)):
-            print(f"lth {args.command}: error: {err}", file=sys.stderr)
+        if isinstance(err, (DatasetUnavailableError, DivergenceError, ValueError, OSError)):
+            detail = " ".join(str(err).split())
+            if isinstance(err, OSError):
+                detail = f"{type(err).__name__}: {detail}"
+            print(f"lth {args.command}: error: {detail}", file=sys.stderr)
             return 2 if isinstance(err, ValueError) else 1
         raise
+    finally:
+        warnings.formatwarning = saved_format
 
 
 if __name__ == "__main__":

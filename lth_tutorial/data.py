@@ -27,6 +27,7 @@ import os
 import pickle
 import random
 import socket
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -92,7 +93,12 @@ class Dataset:
         num_classes: number of classes.
         input_shape: shape of one example, e.g. ``(40,)`` for mnist1d or ``(3, 32, 32)`` for CIFAR-10.
         augmentation: ``None`` or a function ``(x_batch, generator) -> x_batch`` applied to training batches only.
-        spec: what determined the contents (name, split sizes, seeds); used as part of cache keys.
+        spec: what determined the contents (name, split sizes, seeds); used as part of cache keys. On construction
+            it is copied and completed with ``"digest"``, a content hash of all six tensors
+            (:func:`lth_tutorial.store.tensor_digest`, computed once per dataset), and with ``"augmentation"``, a
+            description of the augmentation function (:func:`lth_tutorial.store.callable_fingerprint`), so a
+            regenerated or replaced file, or another augmentation, never hits the cached runs of the old ones.
+            The tensors are treated as read-only: after changing them, build a new ``Dataset``.
     """
 
     name: str
@@ -106,6 +112,20 @@ class Dataset:
     input_shape: tuple[int, ...]
     augmentation: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None
     spec: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        from .store import UncacheableError, callable_fingerprint, tensor_digest
+
+        spec = dict(self.spec)
+        spec["digest"] = tensor_digest(self.x_train, self.y_train, self.x_val, self.y_val, self.x_test, self.y_test)
+        if self.augmentation is None:
+            spec.pop("augmentation", None)
+        else:
+            try:
+                spec["augmentation"] = callable_fingerprint(self.augmentation)
+            except UncacheableError as err:  # runs on this dataset cannot be keyed: they run uncached
+                spec["augmentation"] = {"__uncacheable__": f"augmentation: {err}"}
+        self.spec = spec
 
     @property
     def device(self) -> torch.device:
@@ -312,7 +332,11 @@ def _mnist1d_arrays(folder: Path):
         d = make_dataset(args)
     buffer = io.BytesIO()
     np.savez(buffer, x=d["x"].astype(np.float32), y=d["y"], x_test=d["x_test"].astype(np.float32), y_test=d["y_test"])
-    atomic_write(path, buffer.getvalue())
+    try:
+        atomic_write(path, buffer.getvalue())
+    except OSError as err:  # read-only or full cache: use the generated arrays without keeping them
+        warnings.warn(f"cannot keep the generated mnist1d data in {folder} ({err.strerror or err}); it will be "
+                      f"generated again next time", RuntimeWarning, stacklevel=3)
     return d["x"].astype(np.float32), d["y"], d["x_test"].astype(np.float32), d["y_test"], 10
 
 
@@ -403,10 +427,38 @@ def _socket_timeout(seconds: float):
         socket.setdefaulttimeout(old)
 
 
+def _folders(root: Path) -> set[Path]:
+    """``root``, its existing ancestors and every folder under it that exists now."""
+    found = {p for p in (root, *root.parents) if p.is_dir()}
+    if root.is_dir():
+        found |= {p for p in root.rglob("*") if p.is_dir()}
+    return found
+
+
+def _remove_new_empty_folders(root: Path, before: set[Path]) -> None:
+    """After a failed download: remove the folders it created (under and above ``root``) that are still empty."""
+    created = sorted((p for p in _folders(root) | {root, *root.parents} if p not in before and p.is_dir()),
+                     key=lambda p: len(p.parts), reverse=True)
+    for folder in created:
+        try:
+            folder.rmdir()  # only succeeds when empty
+        except OSError:
+            pass
+
+
 def _download(name: str, root: Path) -> None:
     import torchvision.datasets as tvd
 
-    root.mkdir(parents=True, exist_ok=True)
+    before = _folders(root)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        _torchvision_download(tvd, name, root)
+    except BaseException:
+        _remove_new_empty_folders(root, before)
+        raise
+
+
+def _torchvision_download(tvd, name: str, root: Path) -> None:
     with _socket_timeout(10.0):
         if name == "mnist":
             tvd.MNIST(root, train=True, download=True), tvd.MNIST(root, train=False, download=True)

@@ -10,7 +10,8 @@ __all__ = ["pick", "configure_threads"]
 def pick(name: str = "auto") -> torch.device:
     """``"auto"`` = the first CUDA GPU when present, else Apple's MPS when present, else the CPU.
 
-    Any other string is passed to ``torch.device`` after checking that the device exists, with a clear error.
+    Any other string is passed to ``torch.device`` after checking that the device exists (for ``cuda:N``: that
+    GPU ``N`` exists), with a clear error.
     """
     if name == "auto":
         if torch.cuda.is_available():
@@ -24,6 +25,10 @@ def pick(name: str = "auto") -> torch.device:
         raise ValueError(f"unknown device {name!r} ({err}); use auto, cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} requested but no CUDA GPU is available; use --device cpu or auto")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise ValueError(f"device {name!r} requested but this machine has {count} CUDA GPU(s) "
+                         f"(cuda:0{f'..cuda:{count - 1}' if count > 1 else ''}); use --device cuda or auto")
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"device {name!r} requested but MPS is not available; use --device cpu or auto")
     return device

@@ -21,8 +21,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
@@ -33,10 +33,11 @@ from . import cost, models, scores
 from .data import Dataset
 from .masks import Mask, prune, random_mask_like
 from .rewinding import Reset, label, make_reset
-from .store import RunStore, default_store
+from .store import RunStore, atomic_write, default_store
 from .training import TrainConfig, TrainResult, cached_train, progress_bar, state_on_cpu
 
-__all__ = ["RoundResult", "IMPResult", "run", "compare_resets", "dense_accuracies", "CONTROLS"]
+__all__ = ["RoundResult", "IMPResult", "run", "compare_resets", "dense_accuracies", "CONTROLS", "check_seed",
+           "PrunedAwayWarning", "MAX_SEED"]
 
 CONTROLS = ("reinit", "random")
 
@@ -117,12 +118,11 @@ class IMPResult:
         return rows
 
     def to_json(self, path: str | os.PathLike | None = None) -> str:
-        """JSON text of ``{"settings": ..., "records": [...]}``; also written to ``path`` when given."""
+        """JSON text of ``{"settings": ..., "records": [...]}``; also written to ``path`` (atomically) when given."""
         text = json.dumps({"settings": self.settings, "records": self.records()}, indent=1,
                           default=lambda o: None if o != o else o)
         if path is not None:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            Path(path).write_text(text)
+            atomic_write(path, text.encode())
         return text
 
 
@@ -146,6 +146,24 @@ def _validate(rounds: int, fraction: float, scope: str, controls: Iterable[str],
     if unknown:
         raise ValueError(f"unknown controls {unknown}; valid: {', '.join(CONTROLS)}")
     return controls
+
+
+#: Seeds lie in [0, MAX_SEED): every seed derived from them (controls, batch order) fits a 64-bit generator seed.
+MAX_SEED = 2 ** 32
+
+
+class PrunedAwayWarning(UserWarning):
+    """A prunable layer has no weights left; IMP stops before training the disconnected network."""
+
+
+def check_seed(seed) -> int:
+    """``seed`` as an ``int`` if it is a whole number in ``[0, MAX_SEED)``; ``ValueError`` otherwise (``1.5``,
+    ``True``, ``-1``, ``2**40`` are refused rather than rounded or overflowing later)."""
+    import numbers
+
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < MAX_SEED:
+        raise ValueError(f"seed must be a whole number in [0, 2**32), got {seed!r}")
+    return int(seed)
 
 
 def _control_seed(seed: int, round_index: int, kind: str) -> int:
@@ -195,8 +213,14 @@ def run(
 
     Returns:
         an :class:`IMPResult` with ``rounds + 1`` rounds; masks are nested and round r has density
-        ``≈ (1 - fraction) ** r``.
+        ``≈ (1 - fraction) ** r``. Exception: when pruning would leave a prunable layer with no weights at all
+        (the network is then cut in two and trains to chance), IMP stops before that round with a
+        :class:`PrunedAwayWarning`; ``settings["rounds_completed"]`` says how many pruned rounds were trained.
+
+    Raises:
+        ValueError: a bad setting (e.g. ``seed`` not a whole number in ``[0, 2**32)``), before anything trains.
     """
+    seed = check_seed(seed)
     controls = _validate(rounds, fraction, scope, controls, output_fraction)
     reset = make_reset(reset)
     reset.validate(config)  # bad reset options fail here, before anything is trained or cached
@@ -213,6 +237,7 @@ def run(
         "dataset": data.spec, "model": model, "config": config.to_dict(), "rounds": int(rounds),
         "fraction": float(fraction), "scope": scope, "output_fraction": output_fraction,
         "reset": reset.describe(), "controls": list(controls), "seed": int(seed), "device": device.type,
+        "rounds_completed": 0,
     }
 
     def load_into(state: dict) -> None:
@@ -241,7 +266,13 @@ def run(
         previous = dense
         for r in range(1, rounds + 1):
             final_weights = {n: previous.final_state[n] for n in mask}
-            mask = prune(scores.magnitude(final_weights), fraction, mask.cpu(), scope, layer_fractions)
+            next_mask = prune(scores.magnitude(final_weights), fraction, mask.cpu(), scope, layer_fractions)
+            emptied = [name for name, m in next_mask.items() if not bool(m.any())]
+            if emptied:
+                warnings.warn(f"round {r} would prune every weight of {', '.join(emptied)}; IMP stops after round "
+                              f"{r - 1} of {rounds}", PrunedAwayWarning, stacklevel=2)
+                break
+            mask = next_mask
             start = reset.start(init_state=init_state, dense=dense, previous=previous, config=config)
             load_into(start.state)
             mask.apply(net)
@@ -273,6 +304,7 @@ def run(
                 round_result.ticket = dataclasses.replace(ticket, final_state={}, snapshots={})
                 round_result.controls = {k: dataclasses.replace(c, final_state={})
                                          for k, c in round_result.controls.items()}
+            settings["rounds_completed"] = r
             if on_round:
                 on_round(round_result)
     finally:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-from pathlib import Path
 from typing import Iterator, Mapping
 
 import torch

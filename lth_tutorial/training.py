@@ -32,7 +32,7 @@ SCHEDULES = ("constant", "step", "cosine")
 
 
 class DivergenceError(RuntimeError):
-    """The training loss became NaN or infinite."""
+    """The training loss became non-finite, or rose far above its starting value (see :func:`train`)."""
 
 
 @dataclass(frozen=True)
@@ -74,12 +74,38 @@ class TrainConfig:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
+        import numbers
+
+        def number(name):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
+            return value
+
+        def whole(name, low):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+                raise ValueError(f"{name} must be a whole number >= {low}, got {value!r}")
+            object.__setattr__(self, name, int(value))
+
+        if not number("lr") > 0:
             raise ValueError(f"lr must be a positive number, got {self.lr}")
-        if self.iterations < 1 or self.batch_size < 1 or self.eval_every < 1:
-            raise ValueError("iterations, batch_size and eval_every must be >= 1")
-        if self.warmup_iterations < 0 or self.warmup_iterations > self.iterations:
+        if not 0 <= number("momentum") < 1:
+            raise ValueError(f"momentum must lie in [0, 1), got {self.momentum}")
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("nesterov=True needs momentum > 0")
+        if not number("weight_decay") >= 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if not number("gamma") > 0:
+            raise ValueError(f"gamma must be a positive number, got {self.gamma}")
+        for name in ("iterations", "batch_size", "eval_every"):
+            whole(name, 1)
+        whole("warmup_iterations", 0)
+        if self.warmup_iterations > self.iterations:
             raise ValueError(f"warmup_iterations must lie in [0, iterations], got {self.warmup_iterations}")
+        bad = [m for m in self.milestones if isinstance(m, bool) or not isinstance(m, numbers.Integral) or m < 0]
+        if bad:
+            raise ValueError(f"milestones must be whole numbers >= 0, got {self.milestones}")
         object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
         if list(self.milestones) != sorted(self.milestones):
             raise ValueError(f"milestones must be increasing, got {self.milestones}")
@@ -218,7 +244,11 @@ def train(
         desc: label of the progress bar.
 
     Raises:
-        DivergenceError: the loss became NaN/inf (names the iteration and learning rate).
+        DivergenceError: training diverged (names the iteration and learning rate). The rule, checked at every
+            step: the mini-batch loss is NaN or infinite, or it exceeds 100 times its starting value, where the
+            starting value is the larger of the first step's loss and ``ln(num_classes)`` (the loss of a uniform
+            guess), so a run that starts from trained weights is not held to its tiny first loss. A diverged run
+            raises before returning, so :func:`cached_train` never stores it.
         ValueError: bad ``start_iteration`` / ``snapshot_at``, or a mask that does not fit the model.
     """
     if not 0 <= start_iteration <= config.iterations:
@@ -317,9 +347,12 @@ def train(
             enforce_mask_on_weights()
 
             loss_value = loss.item()
-            if not math.isfinite(loss_value):
+            if t == start_iteration:  # divergence rule (see Raises): 100 x max(first loss, ln(num_classes))
+                loss_limit = 100.0 * max(loss_value, math.log(max(int(data.num_classes), 2)))
+            if not math.isfinite(loss_value) or loss_value > loss_limit:
                 raise DivergenceError(
-                    f"training diverged: the loss became {loss_value} at iteration {t} with learning rate {lr:g}; "
+                    f"training diverged: the loss became {loss_value:.4g} at iteration {t} with learning rate "
+                    f"{lr:g} (diverged = non-finite or above {loss_limit:.4g}, 100 x the starting loss); "
                     f"lower the learning rate or add warmup (TrainConfig.warmup_iterations)")
             window_loss += loss_value
             window_steps += 1
@@ -386,6 +419,6 @@ def cached_train(model: nn.Module, data: Dataset, config: TrainConfig, *, mask: 
                        progress=progress, desc=desc)
         return dataclasses.asdict(result)
 
-    result = TrainResult(**store.cached(parts, compute))
+    result = store.cached(parts, compute, decode=lambda payload: TrainResult(**payload))
     model.load_state_dict({k: v.to(data.device) for k, v in result.final_state.items()})
     return result

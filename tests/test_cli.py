@@ -17,6 +17,17 @@ def _run(argv, capsys):
     return code, out, err
 
 
+def _forbid_work(monkeypatch):
+    """Make loading data or training fail the test: the checks under test must come first."""
+    from lth_tutorial import data, imp
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("nothing may be loaded or trained before the arguments and outputs are checked")
+
+    monkeypatch.setattr(data, "load", forbidden)
+    monkeypatch.setattr(imp, "run", forbidden)
+
+
 @pytest.mark.parametrize("argv,needle", [
     (["imp", "--fraction", "1.5"], "--fraction"),
     (["imp", "--fraction", "0"], "--fraction"),
@@ -34,8 +45,17 @@ def _run(argv, capsys):
     (["imp", "--device", "cuda:7"] if not __import__("torch").cuda.is_available() else ["imp", "--device", "tpu"],
      "device"),
     (["frobnicate"], "invalid choice"),
+    (["imp", "--iterations", "-5"], "must be >= 1, got -5"),
+    (["imp", "--iterations", "0"], "must be >= 1, got 0"),
+    (["imp", "--output-fraction", "1"], "--output-fraction"),
+    (["imp", "--seeds", str(2 ** 64)], "must lie in [0, 2**32)"),
+    (["imp", "--seeds", "0", "0"], "--seeds lists 0 more than once"),
+    (["imp", "--controls", ""], "names no control"),
+    (["imp", "--controls", " , "], "names no control"),
+    (["imp", "--controls", "reinit,reinit"], "twice"),
 ])
-def test_bad_arguments_exit_2_with_one_line(capsys, tmp_path, argv, needle):
+def test_bad_arguments_exit_2_with_one_line(capsys, tmp_path, monkeypatch, argv, needle):
+    _forbid_work(monkeypatch)
     code, out, err = _run(argv + ["--out", str(tmp_path)] if argv[0] == "imp" else argv, capsys)
     assert code == 2
     lines = [line for line in err.splitlines() if line.strip()]
@@ -125,3 +145,149 @@ def test_finetune_defaults_to_a_round_of_training(capsys, tmp_path):
     assert result["settings"][0]["reset"] == {"name": "finetune", "finetune_steps": 30}
     pruned = [r for r in result["records"] if r["round"] == 1]
     assert pruned[0]["start_iteration"] == 30 and pruned[0]["iterations_trained"] == 30
+
+
+def test_output_fraction_zero_is_accepted():
+    parser = cli.build_parser()
+    assert parser.parse_args(["imp", "--output-fraction", "0"]).output_fraction == 0.0
+    assert parser.parse_args(["imp", "--output-fraction", "0.0"]).output_fraction == 0.0
+    assert parser.parse_args(["imp", "--output-fraction", "0.5"]).output_fraction == 0.5
+
+
+def test_missing_gpu_index_is_refused(capsys, tmp_path, monkeypatch):
+    import torch
+
+    _forbid_work(monkeypatch)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    code, out, err = _run(["imp", "--device", "cuda:9", "--out", str(tmp_path)], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "has 1 CUDA GPU(s)" in err, err
+
+
+def _unwritable_cases(tmp_path):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    return {"out is a file": (["--out", str(a_file)], {}),
+            "out under a file": (["--out", str(a_file / "sub")], {}),
+            "cache is a file": (["--out", str(tmp_path / "out")], {"LTH_CACHE": str(a_file)}),
+            "cache under a file": (["--out", str(tmp_path / "out")], {"LTH_CACHE": str(a_file / "c")})}
+
+
+@pytest.mark.parametrize("case", ["out is a file", "out under a file", "cache is a file", "cache under a file"])
+def test_unwritable_out_or_cache_exits_2_before_anything_trains(capsys, tmp_path, monkeypatch, case):
+    import time
+
+    _forbid_work(monkeypatch)
+    extra, env = _unwritable_cases(tmp_path)[case]
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    start = time.perf_counter()
+    code, out, err = _run(["imp", "--no-progress", *extra], capsys)
+    assert code == 2 and time.perf_counter() - start < 5
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "is a file, not a folder" in lines[0], err
+
+
+@pytest.mark.skipif(__import__("os").geteuid() == 0, reason="root may write into read-only folders")
+def test_read_only_out_exits_2_before_anything_trains(capsys, tmp_path, monkeypatch):
+    _forbid_work(monkeypatch)
+    out = tmp_path / "ro"
+    out.mkdir()
+    out.chmod(0o500)
+    try:
+        code, _, err = _run(["imp", "--out", str(out)], capsys)
+    finally:
+        out.chmod(0o700)
+    assert code == 2 and "not writable" in err and len(err.strip().splitlines()) == 1
+
+
+SMALL = ["imp", "--dataset", "digits", "--rounds", "1", "--iterations", "20", "--fraction", "0.5",
+         "--controls", "none", "--no-progress"]
+
+
+def _leftovers(folder):
+    return [p.name for p in folder.rglob("*") if p.name.endswith(".tmp") or p.name.endswith(".lock")]
+
+
+def test_failed_results_write_keeps_the_previous_pair(capsys, tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from lth_tutorial import store
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".lth-imp.lock").write_text("999999999")  # left by a killed run: taken over
+    (out / ".results.json.999999999.tmp").write_text("{")  # a killed run's half-written results: removed
+    code, _, err = _run(SMALL + ["--out", str(out)], capsys)
+    assert code == 0, err
+    before = {name: (out / name).read_bytes() for name in ("results.json", "imp.png")}
+    real_fsync = os.fsync
+
+    def disk_full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(store.os, "fsync", disk_full)
+    with pytest.warns(store.CacheWriteWarning):  # the new seed's runs cannot be cached either
+        code, _, err = _run(SMALL + ["--out", str(out), "--seeds", "1"], capsys)
+    monkeypatch.setattr(store.os, "fsync", real_fsync)
+    assert code == 1 and "No space left" in err and "results.json" in err, err
+    assert [l for l in err.splitlines() if "error" in l] == err.strip().splitlines()[-1:]
+    assert {name: (out / name).read_bytes() for name in before} == before
+    json.loads(before["results.json"])
+    assert _leftovers(out) == []
+
+
+def test_cache_write_failing_mid_run_warns_once_and_finishes(capsys, tmp_path, monkeypatch, isolated_cache):
+    import errno
+
+    from lth_tutorial import store
+
+    real = store.atomic_write
+
+    def cache_disk_full(path, data):
+        if str(path).startswith(str(isolated_cache)):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, data)
+
+    monkeypatch.setattr(store, "atomic_write", cache_disk_full)
+    with pytest.warns(store.CacheWriteWarning) as caught:  # 4 runs (2 seeds x dense + round 1), one warning
+        code, out, err = _run(SMALL + ["--seeds", "7", "8", "--out", str(tmp_path)], capsys)
+    assert code == 0, err
+    assert len(caught) == 1 and "carrying on without caching" in str(caught[0].message)
+    shown = cli._one_line_warning(caught[0].message, caught[0].category, caught[0].filename, caught[0].lineno)
+    assert shown.count("\n") == 1 and shown.startswith("lth: warning: cannot write to the run store")
+    assert len(json.loads((tmp_path / "results.json").read_text())["records"]) == 4
+
+
+def test_ctrl_c_ends_with_one_line_and_status_130(capsys, tmp_path, monkeypatch):
+    from lth_tutorial import imp
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(imp, "run", interrupted)
+    code, out, err = _run(SMALL + ["--out", str(tmp_path)], capsys)
+    assert code == 130
+    assert err.strip().splitlines() == ["lth imp: interrupted; finished rounds are cached, rerun the same command "
+                                        "to resume"]
+    assert _leftovers(tmp_path) == [] and not (tmp_path / "results.json").exists()
+
+
+def test_second_writer_of_the_same_out_is_refused(capsys, tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    _forbid_work(monkeypatch)
+    holder = subprocess.Popen(  # another process holds the lock of this --out, as a running `lth imp` does
+        [sys.executable, "-c", "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_CREAT | os.O_RDWR); "
+         "fcntl.flock(fd, fcntl.LOCK_EX); os.write(fd, str(os.getpid()).encode()); print('held', flush=True); "
+         "time.sleep(60)", str(tmp_path / ".lth-imp.lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        code, out, err = _run(["imp", "--out", str(tmp_path)], capsys)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert code == 2 and f"another lth imp (process {holder.pid}) is writing to" in err, err
+    assert len(err.strip().splitlines()) == 1

@@ -140,3 +140,74 @@ def test_failed_download_while_offline_fails_fast(tmp_path, monkeypatch):
     with pytest.raises(data.DatasetUnavailableError, match="download failed.*mnist1d, digits"):
         data.load("mnist", root=tmp_path, download=True)
     assert time.perf_counter() - start < 30
+
+
+def test_dataset_digest_follows_the_tensors_and_a_replaced_file_misses_the_cache(tmp_path, monkeypatch):
+    import shutil
+
+    from lth_tutorial import models
+    from lth_tutorial.store import RunStore
+    from lth_tutorial.training import TrainConfig, cached_train
+
+    d = data.load()
+    assert d.spec["digest"] == data.load().spec["digest"]  # the same files give the same digest
+    # a regenerated / replaced file with the same spec: copy the generated file, change it, load it again
+    source = next((data.cache_dir() / "mnist1d").glob("*.npz"))
+    monkeypatch.setenv("LTH_CACHE", str(tmp_path))
+    copy = tmp_path / "mnist1d" / source.name
+    copy.parent.mkdir()
+    shutil.copy(source, copy)
+    assert data.load().spec["digest"] == d.spec["digest"]
+    with np.load(copy) as f:
+        arrays = dict(f)
+    np.savez(copy, **{**arrays, "x": arrays["x"] * 0})
+    replaced = data.load()
+    assert {k: v for k, v in replaced.spec.items() if k != "digest"} == {k: v for k, v in d.spec.items()
+                                                                         if k != "digest"}
+    assert replaced.spec["digest"] != d.spec["digest"]
+    # so a run on the replaced data is trained, not loaded from the entry of the original data
+    s, config = RunStore(tmp_path / "runs"), TrainConfig(lr=0.05, batch_size=50, iterations=3, eval_every=3)
+    for dataset in (d, replaced):
+        cached_train(models.build("lenet_300_100", (40,), 10, seed=0), dataset, config, store=s, progress=False)
+    assert len(list((tmp_path / "runs").rglob("*.pt"))) == 2
+
+
+def test_dataset_digest_covers_every_split_and_the_augmentation():
+    base = data.load("digits")
+    changed = data.Dataset(base.name, base.x_train, base.y_train, base.x_val, base.y_val, base.x_test,
+                           base.y_test.flip(0), base.num_classes, base.input_shape, spec=base.spec)
+    assert changed.spec["digest"] != base.spec["digest"]
+    flipped = data.Dataset(base.name, base.x_train, base.y_train, base.x_val, base.y_val, base.x_test,
+                           base.y_test, base.num_classes, base.input_shape, data.random_flip, spec=base.spec)
+    assert flipped.spec["digest"] == base.spec["digest"] and flipped.spec["augmentation"] != base.spec.get(
+        "augmentation")
+
+
+def test_failed_download_leaves_no_empty_folders(tmp_path, monkeypatch):
+    def no_network(*args, **kwargs):
+        raise OSError("network is unreachable (blocked by the test)")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    (tmp_path / "kept").mkdir()
+    for name in ("mnist", "cifar10"):
+        with pytest.raises(data.DatasetUnavailableError):
+            data.load(name, root=tmp_path / "new" / "data", download=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept"]
+
+
+def test_augmentation_without_source_makes_runs_uncached(tmp_path):
+    from lth_tutorial import models
+    from lth_tutorial.store import RunStore, UncachedRunWarning
+    from lth_tutorial.training import TrainConfig, cached_train
+
+    namespace = {}
+    exec("def jitter(x, generator):\n    return x\n", namespace)  # defined without a source file
+    base = data.load("digits")
+    d = data.Dataset(base.name, base.x_train, base.y_train, base.x_val, base.y_val, base.x_test, base.y_test,
+                     base.num_classes, base.input_shape, namespace["jitter"], spec=base.spec)
+    s = RunStore(tmp_path)
+    with pytest.warns(UncachedRunWarning, match="augmentation: the source of .*jitter"):
+        cached_train(models.build("lenet_300_100", (1, 8, 8), 10, seed=0), d,
+                     TrainConfig(lr=0.05, batch_size=50, iterations=2, eval_every=2), store=s, progress=False)
+    assert not list(tmp_path.rglob("*.pt"))

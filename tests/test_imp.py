@@ -116,3 +116,31 @@ def test_interrupted_run_resumes_and_matches_uninterrupted(tmp_path, monkeypatch
     assert trained == [f"round {r} {kind}" for r in (2, 3) for kind in ("ticket", "reinit", "random")]
     assert [r.mask for r in resumed.rounds] == [r.mask for r in reference.rounds]
     assert repr(resumed.records()) == repr(reference.records())
+
+
+@pytest.mark.parametrize("seed", [1.5, 1.0, True, -1, 2 ** 32, "1"])
+def test_seed_must_be_a_whole_number_in_range(tmp_path, seed):
+    s = RunStore(tmp_path)
+    with pytest.raises(ValueError, match="seed must be a whole number"):
+        imp.run(blobs(), "lenet_300_100", tiny_config(), rounds=1, fraction=0.5, seed=seed, store=s, progress=False)
+    assert not any(tmp_path.rglob("*.pt"))
+
+
+def test_numpy_integer_seed_is_accepted():
+    import numpy as np
+
+    res = imp.run(blobs(), "lenet_300_100", tiny_config(iterations=2, eval_every=2), rounds=0, seed=np.int64(3),
+                  store=False, progress=False)
+    assert res.settings["seed"] == 3 and type(res.settings["seed"]) is int
+
+
+def test_imp_stops_with_a_warning_before_a_layer_loses_every_weight(monkeypatch):
+    trained = []
+    real_train = training.train
+    monkeypatch.setattr(training, "train", lambda *a, **k: trained.append(k.get("desc")) or real_train(*a, **k))
+    with pytest.warns(imp.PrunedAwayWarning, match=r"round 3 would prune every weight of fc\.weight"):
+        res = imp.run(blobs(), "lenet_300_100", tiny_config(iterations=2, eval_every=2), rounds=1000, fraction=0.9,
+                      scope="layer", controls=(), store=False, progress=False)
+    assert len(res.rounds) == 3 and res.settings["rounds_completed"] == 2 and res.settings["rounds"] == 1000
+    assert trained == ["dense", "round 1 ticket", "round 2 ticket"]
+    assert all(bool(m.any()) for r in res.rounds for m in r.mask.values())

@@ -89,6 +89,9 @@ def test_resumed_schedule_uses_lr_of_start_iteration():
 @pytest.mark.parametrize("bad", [
     dict(optimizer="rmsprop"), dict(schedule="linear"), dict(lr=0), dict(lr=float("inf")), dict(iterations=0),
     dict(batch_size=0), dict(milestones=(50, 10)), dict(warmup_iterations=-1),
+    dict(iterations=1.5), dict(batch_size=32.0), dict(eval_every=True), dict(momentum=-1), dict(momentum=1.0),
+    dict(weight_decay=float("nan")), dict(weight_decay=-1e-4), dict(lr="0.1"), dict(gamma=0),
+    dict(milestones=(1.5,)), dict(nesterov=True, momentum=0.0),
 ])
 def test_bad_config_is_rejected(bad):
     with pytest.raises(ValueError):
@@ -129,3 +132,16 @@ def test_mask_for_other_model_is_rejected():
     with pytest.raises(ValueError):
         train(_net(), blobs(), tiny_config(), mask=Mask({"fc.weight": torch.ones(2, 2, dtype=torch.bool)}),
               progress=False)
+
+
+def test_finite_but_exploding_loss_is_divergence_and_nothing_is_cached(tmp_path):
+    """Adam at lr 1e6 reaches losses of ~1e21 that are still finite: the rule (non-finite, or above 100 x the
+    starting loss) must catch it, and the run must leave no cache entry."""
+    from lth_tutorial.store import RunStore
+    from lth_tutorial.training import cached_train
+
+    with pytest.raises(DivergenceError, match=r"loss became \d[\d.e+]* at iteration \d+ .*100 x the starting loss"):
+        cached_train(_net(), blobs(), tiny_config(optimizer="adam", lr=1e6, momentum=0.0), store=RunStore(tmp_path),
+                     progress=False)
+    assert not list(tmp_path.rglob("*.pt"))
+
