@@ -15,7 +15,10 @@ mnist1d_cnn        three 1-D convs (32 channels, kernel 5, stride 2)      Kaimin
                    -> FC classes, for sequences ``(L,)`` or ``(1, L)``
 =================  ====================================================  ======================
 
-Biases start at zero; batch-norm layers at weight 1, bias 0. Modules are created on the ``meta`` device and then
+Biases start at zero; batch-norm layers at weight 1, bias 0, or -- with ``build(..., batchnorm_init="uniform")`` or a
+name ending in ``_bn_uniform`` (``resnet20_bn_uniform``, ``vgg19_bn_uniform``, ...) -- weights drawn from U(0, 1), as
+open_lth initialises them (``batchnorm_init='uniform'``, the default of its CIFAR ResNets and VGGs;
+facebookresearch/open_lth, ``models/initializers.py: bn_uniform``). Modules are created on the ``meta`` device and then
 initialised from a private ``torch.Generator`` seeded with ``seed``, so :func:`build` never touches (or depends on)
 PyTorch's global random state: the same ``(name, input_shape, num_classes, seed)`` always gives the same weights.
 Max-pooling layers are skipped once the feature map is 1 pixel wide, so every conv net also runs on 8x8 ``digits``.
@@ -29,7 +32,12 @@ from typing import Callable
 import torch
 from torch import nn
 
-__all__ = ["build", "names", "output_weight_name", "count_parameters", "reinitialize"]
+__all__ = ["build", "names", "output_weight_name", "count_parameters", "reinitialize", "BATCHNORM_INITS"]
+
+#: batch-norm weight initialisations :func:`build` accepts: ``"ones"`` (PyTorch's default) or ``"uniform"`` (U(0, 1),
+#: open_lth's). Biases start at 0 either way.
+BATCHNORM_INITS = ("ones", "uniform")
+_BN_UNIFORM_SUFFIX = "_bn_uniform"
 
 
 def _check_image_shape(name: str, input_shape: tuple[int, ...]) -> tuple[int, int, int]:
@@ -185,8 +193,12 @@ _BUILDERS: dict[str, tuple[Callable[..., nn.Module], str]] = {
 }
 
 
+def _has_batchnorm(name: str) -> bool:
+    return name.startswith(("vgg", "resnet"))
+
+
 def names() -> tuple[str, ...]:
-    """All model names :func:`build` accepts."""
+    """All architecture names :func:`build` accepts (each one with batch norm also as ``<name>_bn_uniform``)."""
     return tuple(_BUILDERS)
 
 
@@ -214,21 +226,42 @@ def reinitialize(model: nn.Module, scheme: str, generator: torch.Generator) -> n
     return model
 
 
-def build(name: str, input_shape, num_classes: int, seed: int = 0, device: str | torch.device = "cpu") -> nn.Module:
+def build(name: str, input_shape, num_classes: int, seed: int = 0, device: str | torch.device = "cpu",
+          batchnorm_init: str | None = None) -> nn.Module:
     """Build architecture ``name`` for inputs of ``input_shape`` (one example, no batch dim) and ``num_classes``.
 
-    The weights depend only on ``(name, input_shape, num_classes, seed)``; ``model.arch_name`` records ``name``.
+    The weights depend only on ``(name, input_shape, num_classes, seed, batchnorm_init)``; ``model.arch_name``
+    records ``name``.
+
+    Args:
+        batchnorm_init: ``"ones"`` or ``"uniform"`` (batch-norm weights ~ U(0, 1), open_lth's ``bn_uniform``;
+            drawn from the same seeded generator after every other parameter, so the conv and linear weights are
+            those of ``"ones"``). ``None`` = ``"uniform"`` for names ending in ``_bn_uniform`` (the form a preset or
+            :func:`lth_tutorial.imp.run` passes on), else ``"ones"``.
     """
-    if name not in _BUILDERS:
+    arch = name[:-len(_BN_UNIFORM_SUFFIX)] if name.endswith(_BN_UNIFORM_SUFFIX) else name
+    if arch not in _BUILDERS or (arch != name and not _has_batchnorm(arch)):
         raise ValueError(f"unknown model {name!r}; valid names: {', '.join(names())}")
+    if batchnorm_init is None:
+        batchnorm_init = "uniform" if arch != name else "ones"
+    if batchnorm_init not in BATCHNORM_INITS:
+        raise ValueError(f"batchnorm_init must be one of {BATCHNORM_INITS}, got {batchnorm_init!r}")
+    if arch != name and batchnorm_init != "uniform":
+        raise ValueError(f"{name!r} asks for batchnorm_init='uniform' by its name; got batchnorm_init="
+                         f"{batchnorm_init!r} (use {arch!r} for other initialisations)")
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
-    make, scheme = _BUILDERS[name]
+    make, scheme = _BUILDERS[arch]
     with torch.device("meta"):
         model = make(tuple(int(s) for s in input_shape), int(num_classes))
     model = model.to_empty(device="cpu")
     generator = torch.Generator().manual_seed(int(seed))
     reinitialize(model, scheme, generator)
+    if batchnorm_init == "uniform":
+        with torch.no_grad():
+            for module in model.modules():
+                if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                    module.weight.uniform_(0.0, 1.0, generator=generator)
     model.arch_name = name
     return model.to(device)
 

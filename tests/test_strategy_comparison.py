@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from lth_tutorial import imp, plots, rewinding, tables
-from lth_tutorial.chapters.ch02_rewinding import plot_matching_vs_k
+from lth_tutorial.chapters.ch02_rewinding import plot_sparsest_vs_k
 from lth_tutorial.presets import RunSpec
 from lth_tutorial.rewinding import make_reset
 from lth_tutorial.store import RunStore
@@ -110,9 +110,12 @@ def test_figures_draw_one_line_per_strategy():
     assert anchor.x0 > 1  # the legend sits right of the axes, outside the data
     ax = plots.strategies_vs_cost(table, rule)
     assert ax.get_lines()[1].get_xdata().tolist() == [1, 3]
-    summary = tables.matching_summary(table, rule)
-    ax = plot_matching_vs_k(summary, ks=[0, 5])
-    assert [p.get_height() for p in ax.patches] == [0, 0]  # neither matches at 50 %
+    ks_table = fake_table([("rewind k=0", 0, 1.0, 0.9, 1), ("rewind k=0", 1, 0.5, 0.6, 2),
+                           ("rewind k=5", 0, 1.0, 0.9, 1), ("rewind k=5", 1, 0.5, 0.8, 3)])
+    ax = plot_sparsest_vs_k(ks_table, ks=[0, 5], rule=rule)
+    assert [p.get_height() for p in ax.patches] == pytest.approx([60.0, 80.0])  # the sparsest round, per k
+    anchor = ax.get_legend().get_bbox_to_anchor().transformed(ax.transAxes.inverted())
+    assert anchor.x0 > 1
     matplotlib.pyplot.close("all")
 
 
@@ -129,6 +132,12 @@ def test_strategy_panel_runs_and_reports_errors(data, tmp_path):
     table = panel.run()
     assert set(table["strategy"]) == {"init", "rewind k=4 (yours)"}
     assert "rewind k=4" in panel.status.value
+    # running a strategy the reference already holds draws it once, as "(yours)", never twice
+    panel.strategy.value = "init"
+    table = panel.run()
+    assert list(dict.fromkeys(table["strategy"])) == ["init (yours)"]
+    labels = panel.figure.axes[0].get_legend_handles_labels()[1]
+    assert labels.count("init (yours)") == 1 and "init" not in labels
     panel.strategy.value = "finetune"
     panel.finetune_iterations.value = 3
     assert panel.reset().describe() == {"name": "finetune", "finetune_steps": 3}

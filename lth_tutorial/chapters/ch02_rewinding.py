@@ -1,31 +1,105 @@
-"""Chapter 02's own figure: how far IMP prunes before the ticket stops matching, against the rewinding point k.
+"""Chapter 02 (rewinding, Frankle et al. 2019): the sweep over seeds, the per-seed values its claims rest on, and the
+figure of the survey's Fig. 6, panel A.
 
-The sweeps themselves are library calls (:func:`lth_tutorial.imp.compare_resets`, :func:`lth_tutorial.tables.
-matching_summary`); chapter 03 uses the same ones.
+The training itself is library calls (:func:`lth_tutorial.imp.compare_resets`, one shared dense run per seed);
+chapter 03 uses :func:`compare_over_seeds` and :func:`per_seed` too (they belong in :mod:`lth_tutorial.imp` /
+:mod:`lth_tutorial.tables` once a third chapter needs them).
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-__all__ = ["plot_matching_vs_k"]
+from .. import imp, plots, tables
+from ..data import Dataset
+from ..presets import RunSpec
+from ..rewinding import Reset
+
+__all__ = ["compare_over_seeds", "per_seed", "plot_sparsest_vs_k", "figure_6a", "SURVEY_MATCHING_DENSITY"]
+
+#: the survey's reading of Frankle et al. (2019, Fig. 6A): ResNet-20 on CIFAR-10 rewound to iteration 500 stays
+#: matching when "up to ca. 85 %" of the weights are pruned, i.e. down to about 15 % of the weights remaining.
+SURVEY_MATCHING_DENSITY = 0.15
 
 
-def plot_matching_vs_k(summary: pd.DataFrame, ks: Sequence[int], ax=None, title: str | None = None):
-    """Smallest matching density (%) against the rewinding iteration k (one bar per k; none = never matched)."""
+def compare_over_seeds(data: Dataset, spec: RunSpec, resets: Sequence[Reset | str], seeds: Iterable[int], *,
+                       rounds: int | None = None, snapshot_at: Iterable[int] = (), store=None,
+                       progress=False) -> pd.DataFrame:
+    """:func:`lth_tutorial.imp.compare_resets` once per seed (each seed its own shared dense run), as one
+    :func:`lth_tutorial.tables.strategy_table` (a row per strategy, seed and round; ``seed`` column set).
+
+    Args:
+        spec: model, training config, fraction, scope and (unless ``rounds`` is given) rounds.
+        snapshot_at: dense-run snapshots to keep; pass the same tuple everywhere (widgets included) so every call
+            loads the same cached dense run per seed.
+        progress: ``False``, or one open :func:`lth_tutorial.training.progress_bar` for the whole sweep.
+    """
+    snapshot_at = tuple(snapshot_at)
+    parts = []
+    for seed in seeds:
+        results = imp.compare_resets(data, spec.model, spec.config, list(resets),
+                                     rounds=spec.rounds if rounds is None else rounds, fraction=spec.fraction,
+                                     scope=spec.scope, output_fraction=spec.output_fraction, seed=seed,
+                                     snapshot_at=snapshot_at, store=store, progress=progress)
+        parts.append(tables.strategy_table(results))
+    return pd.concat(parts, ignore_index=True)
+
+
+def per_seed(table: pd.DataFrame, strategy: str, round_index: int | None = None,
+             metric: str = "final_test_accuracy") -> np.ndarray:
+    """``metric`` of ``strategy`` at ``round_index`` (default: its last round), one value per seed in seed order
+    (shape ``(seeds,)``): what :func:`lth_tutorial.claims.compare` takes."""
+    rows = table[table["strategy"] == strategy]
+    if rows.empty:
+        raise ValueError(f"no rows for {strategy!r}; strategies: {', '.join(dict.fromkeys(table['strategy']))}")
+    round_index = int(rows["round"].max()) if round_index is None else int(round_index)
+    rows = rows[rows["round"] == round_index].sort_values("seed")
+    if rows.empty:
+        raise ValueError(f"{strategy!r} has no round {round_index}")
+    return rows[metric].to_numpy(dtype=float)
+
+
+def plot_sparsest_vs_k(table: pd.DataFrame, ks: Sequence[int], ax=None, metric: str = "final_test_accuracy",
+                       rule: tables.Matching | None = None):
+    """``metric`` (%) at the sparsest round against the rewinding iteration k: mean over seeds as a bar, every
+    seed as a dot, min-max as an error bar; the dense accuracy and the matching threshold as lines."""
     ax = ax or plt.subplots(figsize=(5, 3.5))[1]
-    values = [100 * summary["smallest matching density"].iloc[i] for i in range(len(ks))]
     positions = np.arange(len(ks))
-    ax.bar(positions, [0 if np.isnan(v) else v for v in values], color="tab:blue")
-    for x, v in zip(positions, values):
-        ax.annotate("no match" if np.isnan(v) else f"{v:.3g} %", (x, 0 if np.isnan(v) else v), ha="center",
-                    va="bottom", fontsize=8)
+    density = None
+    for x, k in zip(positions, ks):
+        values = 100 * per_seed(table, f"rewind k={k}", metric=metric)
+        density = table[(table["strategy"] == f"rewind k={k}")]["density"].min()
+        ax.bar(x, values.mean(), color="tab:blue", alpha=0.55)
+        ax.errorbar(x, values.mean(), yerr=[[values.mean() - values.min()], [values.max() - values.mean()]],
+                    color="k", capsize=4)
+        ax.plot(np.full(values.size, x), values, "k.", ms=5)
+        ax.annotate(f"{values.mean():.1f}", (x, values.max()), ha="center", va="bottom", fontsize=8,
+                    xytext=(0, 3), textcoords="offset points")
+    if rule is not None:
+        ax.axhline(100 * rule.dense_mean, color="k", ls="--", lw=1, label="dense (mean over seeds)")
+        ax.axhline(100 * rule.threshold, color="0.5", ls=":", lw=1, label="matching threshold")
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_xticks(positions, [str(k) for k in ks])
     ax.set_xlabel("rewinding iteration k")
-    ax.set_ylabel("smallest matching density (%)\n(lower is better)")
-    ax.set_title(title or "how far IMP prunes before the ticket stops matching")
+    ax.set_ylabel(metric.replace("_", " ") + " (%)")
+    low = min(100 * per_seed(table, f"rewind k={k}", metric=metric).min() for k in ks)
+    ax.set_ylim(max(0.0, low - 10), 100)
+    ax.set_title(f"at the sparsest round ({100 * density:.3g} % of the weights);\nbars: mean, dots: seeds")
     return ax
+
+
+def figure_6a(table: pd.DataFrame, rule: tables.Matching, ks: Sequence[int], title: str):
+    """Survey Fig. 6, panel A from our runs: accuracy against weights remaining per k (min-max over seeds, the
+    survey's matching density for k = 500 drawn as a reference line), and the sparsest round's accuracy per k."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(14, 4.2), gridspec_kw={"width_ratios": [1.35, 1]})
+    plots.strategies_vs_density(table, rule, ax=left, title=title)
+    plots.paper_reference(left, 100 * SURVEY_MATCHING_DENSITY, axis="x",
+                          label="paper: matching down to ca. 15 % (ResNet-20, k = 500)")
+    left.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    plot_sparsest_vs_k(table, ks, ax=right, rule=rule)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,103 @@
+"""Chapter 02: rewinding written by hand equals the library's round, the sweep over seeds, the per-seed values the
+claims rest on, and the figure."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import pandas as pd
+import pytest
+import torch
+
+from lth_tutorial import imp, models, tables, training
+from lth_tutorial.chapters import ch02_rewinding as ch02
+from lth_tutorial.presets import RunSpec
+from lth_tutorial.rewinding import make_reset
+from lth_tutorial.store import RunStore
+from lth_tutorial.training import TrainConfig
+from test_rewinding import tiny_data
+
+CONFIG = TrainConfig(optimizer="sgd", lr=0.05, momentum=0.9, batch_size=16, iterations=12, schedule="step",
+                     milestones=(6, 9), eval_every=4)
+SPEC = RunSpec(dataset="tiny", model="mnist1d_cnn", config=CONFIG, rounds=2, fraction=0.5)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return tiny_data(2)
+
+
+@pytest.mark.parametrize("k", [0, 3, 7])
+def test_rewinding_by_hand_is_the_librarys_round(data, tmp_path, k):
+    """Survivors set to the dense run's W_k, masked, trained from start_iteration=k for T-k steps: the same start
+    weights (bit for bit), start iteration, step count and the same run as make_reset('rewind', rewind_to=k)."""
+    library = imp.run(data, SPEC.model, CONFIG, rounds=1, fraction=0.5, reset=make_reset("rewind", rewind_to=k),
+                      controls=(), seed=1, snapshot_at=(0, 3, 7), store=RunStore(tmp_path), progress=False)
+    dense, mask = library.rounds[0].ticket, library.rounds[1].mask
+    net = models.build(SPEC.model, data.input_shape, data.num_classes, seed=1)
+    net.load_state_dict(dense.snapshots[k])
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if name in mask:
+                p.mul_(mask[name])
+    start = training.state_on_cpu(net)
+    mine = training.train(net, data, CONFIG, mask=mask, seed=1, start_iteration=k, steps=CONFIG.iterations - k,
+                          progress=False)
+    theirs = library.rounds[1]
+    assert start.keys() == theirs.start_state.keys()
+    assert all(torch.equal(start[n], theirs.start_state[n]) for n in start)
+    assert (mine.start_iteration, mine.iterations_trained) == (theirs.ticket.start_iteration,
+                                                               theirs.ticket.iterations_trained) == (k, 12 - k)
+    assert pd.DataFrame(mine.history).equals(pd.DataFrame(theirs.ticket.history))   # NaN rows compare equal
+    # the start is not W_0 unless k = 0: rewinding really reads the snapshot
+    differs = any(not torch.equal(start[n], library.init_state[n] * mask[n]) for n in mask)
+    assert differs == (k > 0)
+    # and a pruned weight is zero at the start
+    name = next(iter(mask))
+    assert torch.all(start[name][~mask[name]] == 0)
+
+
+def test_compare_over_seeds_runs_every_seed_on_its_own_dense_run(data, tmp_path):
+    store = RunStore(tmp_path)
+    table = ch02.compare_over_seeds(data, SPEC, [make_reset("rewind", rewind_to=k) for k in (0, 3)], [0, 1],
+                                    snapshot_at=(0, 3), store=store)
+    assert sorted(table["seed"].unique()) == [0, 1]
+    assert len(table) == 2 * 2 * (SPEC.rounds + 1)  # strategies x seeds x rounds (dense included)
+    dense = table[table["round"] == 0]
+    for seed in (0, 1):  # both strategies share the seed's dense run
+        assert dense[dense["seed"] == seed]["final_test_accuracy"].nunique() == 1
+    assert table[table["round"] == 2]["density"].round(2).unique().tolist() == [0.25]
+    # the per-seed values are in seed order and match the rows
+    values = ch02.per_seed(table, "rewind k=3")
+    rows = table[(table["strategy"] == "rewind k=3") & (table["round"] == 2)].sort_values("seed")
+    assert values.tolist() == rows["final_test_accuracy"].tolist() and values.shape == (2,)
+    assert ch02.per_seed(table, "rewind k=3", 0).tolist() == ch02.per_seed(table, "rewind k=0", 0).tolist()
+    with pytest.raises(ValueError, match="no rows"):
+        ch02.per_seed(table, "rewind k=99")
+    with pytest.raises(ValueError, match="no round 7"):
+        ch02.per_seed(table, "rewind k=3", 7)
+    # a second call loads everything from the store: nothing retrained, same numbers
+    again = ch02.compare_over_seeds(data, SPEC, [make_reset("rewind", rewind_to=k) for k in (0, 3)], [0, 1],
+                                    snapshot_at=(0, 3), store=store)
+    assert again["final_test_accuracy"].tolist() == table["final_test_accuracy"].tolist()
+
+
+def test_figure_6a_draws_the_papers_density_and_seed_spread(data, tmp_path):
+    table = ch02.compare_over_seeds(data, SPEC, [make_reset("rewind", rewind_to=k) for k in (0, 3)], [0, 1],
+                                    snapshot_at=(0, 3), store=RunStore(tmp_path))
+    rule = tables.matching(ch02.per_seed(table, "rewind k=0", 0))
+    fig = ch02.figure_6a(table, rule, (0, 3), title="t")
+    left, right = fig.axes[:2]
+    labels = left.get_legend_handles_labels()[1]
+    assert any(label.startswith("paper:") for label in labels)
+    paper = [line for line in left.get_lines() if line.get_label().startswith("paper:")][0]
+    assert paper.get_xdata()[0] == pytest.approx(100 * ch02.SURVEY_MATCHING_DENSITY)
+    bars = [p.get_height() for p in right.patches]
+    expected = [100 * ch02.per_seed(table, f"rewind k={k}").mean() for k in (0, 3)]
+    assert bars == pytest.approx(expected)
+    for ax in (left, right):
+        anchor = ax.get_legend().get_bbox_to_anchor().transformed(ax.transAxes.inverted())
+        assert anchor.x0 > 1
+    matplotlib.pyplot.close("all")
