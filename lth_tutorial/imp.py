@@ -34,9 +34,9 @@ from .data import Dataset
 from .masks import Mask, prune, random_mask_like
 from .rewinding import Reset, label, make_reset
 from .store import RunStore, atomic_write, default_store
-from .training import TrainConfig, TrainResult, cached_train, progress_bar, state_on_cpu
+from .training import TrainConfig, TrainResult, cached_train, progress_for, state_on_cpu
 
-__all__ = ["RoundResult", "IMPResult", "run", "compare_resets", "dense_accuracies", "CONTROLS", "check_seed",
+__all__ = ["RoundResult", "IMPResult", "run", "compare_resets", "compare_resets_over_seeds", "dense_accuracies", "CONTROLS", "check_seed",
            "PrunedAwayWarning", "MAX_SEED"]
 
 CONTROLS = ("reinit", "random")
@@ -244,9 +244,7 @@ def run(
         net.load_state_dict({k: v.to(device) for k, v in state.items()})
 
     results: list[RoundResult] = []
-    bar, own_bar = (progress, False) if not isinstance(progress, bool) else (
-        progress_bar(f"IMP {model}", disable=not progress), True)
-    try:
+    with progress_for(progress, f"IMP {model}") as bar:
         # Round 0: the dense network, keeping the snapshots the reset strategy will read.
         mask = Mask.ones(net)
         dense_snapshots = sorted({0, *reset.snapshots_needed(config), *(int(k) for k in snapshot_at)})
@@ -307,9 +305,6 @@ def run(
             settings["rounds_completed"] = r
             if on_round:
                 on_round(round_result)
-    finally:
-        if own_bar:
-            bar.close()
     return IMPResult(results, settings, init_state)
 
 
@@ -354,3 +349,30 @@ def dense_accuracies(data: Dataset, model: str, config: TrainConfig, seeds: Iter
     shared = tuple(sorted({0, *(int(k) for k in snapshot_at)}))
     return np.array([run(data, model, config, rounds=0, controls=(), seed=s, store=store, snapshot_at=shared,
                          progress=progress).rounds[0].ticket.final_test_accuracy for s in seeds])
+
+
+def compare_resets_over_seeds(data: Dataset, spec, resets: Sequence[Reset | str], seeds: Iterable[int], *,
+                              rounds: int | None = None, snapshot_at: Iterable[int] = (), store=None,
+                              progress=False):
+    """:func:`compare_resets` once per seed (each seed its own shared dense run), as one
+    :func:`lth_tutorial.tables.strategy_table` (a row per strategy, seed and round; ``seed`` column set).
+
+    Args:
+        spec: a :class:`lth_tutorial.presets.RunSpec`: model, training config, fraction, scope and (unless ``rounds`` is given) rounds.
+        snapshot_at: dense-run snapshots to keep; pass the same tuple everywhere (widgets included) so every call
+            loads the same cached dense run per seed.
+        progress: ``False``, or one open :func:`lth_tutorial.training.progress_bar` for the whole sweep.
+    """
+    import pandas as pd
+
+    from .tables import strategy_table
+
+    snapshot_at = tuple(snapshot_at)
+    parts = []
+    for seed in seeds:
+        results = compare_resets(data, spec.model, spec.config, list(resets),
+                                 rounds=spec.rounds if rounds is None else rounds, fraction=spec.fraction,
+                                 scope=spec.scope, output_fraction=spec.output_fraction, seed=seed,
+                                 snapshot_at=snapshot_at, store=store, progress=progress)
+        parts.append(strategy_table(results))
+    return pd.concat(parts, ignore_index=True)

@@ -19,7 +19,8 @@ import seaborn as sns
 
 from .tables import aggregate, as_records
 
-__all__ = ["density_axis", "paper_reference", "accuracy_over_iterations", "metric_vs_density", "imp_figure", "KIND_STYLE",
+__all__ = ["density_axis", "legend_outside", "paper_reference", "accuracy_over_iterations", "metric_vs_density",
+           "imp_figure", "KIND_STYLE",
            "strategies_vs_density", "strategies_vs_cost"]
 
 KIND_STYLE = {
@@ -38,6 +39,13 @@ def density_axis(ax, label: str = "weights remaining (%)") -> None:
     ax.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
     ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+
+
+def legend_outside(ax, **kwargs) -> None:
+    """The legend to the right of the axes, outside the data (leave room with ``fig.tight_layout()`` or a
+    constrained layout)."""
+    ax.legend(**{"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "borderaxespad": 0.0, "fontsize": 8,
+                 **kwargs})
 
 
 def paper_reference(ax, value: float, label: str, axis: str = "y", color: str = "0.35") -> None:
@@ -152,7 +160,7 @@ def strategies_vs_density(table, rule=None, ax=None, title: str | None = None, m
     density_axis(ax)
     ax.set_ylabel(metric.replace("_", " ") + " (%)")
     ax.set_title(title or "accuracy against density")
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    legend_outside(ax)
     return ax
 
 
@@ -176,5 +184,5 @@ def strategies_vs_cost(table, rule=None, ax=None, title: str | None = None, cost
                   + " spent so far")
     ax.set_ylabel(metric.replace("_", " ") + " (%)")
     ax.set_title(title or "accuracy against search cost")
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    legend_outside(ax)
     return ax

@@ -21,8 +21,8 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["as_records", "aggregate", "imp_table", "Matching", "matching", "smallest_matching_density",
-           "strategy_table", "per_round", "matching_summary", "accuracy_gap", "early_stop_speedup"]
+__all__ = ["as_records", "aggregate", "per_seed", "imp_table", "Matching", "matching", "smallest_matching_density",
+           "strategy_table", "strategy_per_seed", "per_round", "matching_summary", "accuracy_gap", "early_stop_speedup"]
 
 METRICS = ("best_test_accuracy", "final_test_accuracy")
 
@@ -56,6 +56,31 @@ def aggregate(records: Iterable[dict], metric: str, kind: str = "ticket") -> dic
         "high": np.array([v.max() for v in values]),
         "n": np.array([len(v) for v in values]),
     }
+
+
+def per_seed(rows, value: str, **match) -> np.ndarray:
+    """``value`` of the rows that match ``match`` (column = value), one per seed in seed order -- what
+    :func:`lth_tutorial.claims.compare` takes; shape ``(seeds,)``. Where a seed has several matching rows their
+    mean is taken.
+
+    ``rows``: a DataFrame (e.g. :func:`strategy_table`), plain dicts, or IMP results (their records). Example:
+    ``per_seed(records, "best_test_accuracy", kind="ticket", round=3)``.
+
+    Raises:
+        ValueError: no row matches (the message lists the values present for each key of ``match``).
+    """
+    if isinstance(rows, pd.DataFrame):
+        rows = rows.to_dict("records")
+    elif not (isinstance(rows, list) and all(isinstance(r, dict) for r in rows)):
+        rows = as_records(rows)
+    picked = [r for r in rows if all(r.get(k) == v for k, v in match.items())]
+    if not picked:
+        present = {k: sorted({str(r.get(k)) for r in rows}) for k in match}
+        raise ValueError(f"no rows with {match}; present: {present}")
+    by_seed: dict = defaultdict(list)
+    for r in picked:
+        by_seed[r["seed"]].append(float(r[value]))
+    return np.array([np.mean(by_seed[s]) for s in sorted(by_seed)])
 
 
 def imp_table(records, kinds=("ticket", "reinit", "random")) -> pd.DataFrame:
@@ -155,6 +180,19 @@ def per_round(table: pd.DataFrame, metric: str) -> pd.DataFrame:
             .agg(density=("density", "mean"), mean=(metric, "mean"), low=(metric, "min"), high=(metric, "max"),
                  seeds=(metric, "size"), search_iterations=("search_iterations", "mean"),
                  search_flops=("search_flops", "mean")))
+
+
+def strategy_per_seed(table: pd.DataFrame, strategy: str, round_index: int | None = None,
+                      metric: str = "final_test_accuracy") -> np.ndarray:
+    """``metric`` of ``strategy`` at ``round_index`` (default: its last round), one value per seed in seed order
+    (shape ``(seeds,)``): what :func:`lth_tutorial.claims.compare` takes."""
+    rows = table[table["strategy"] == strategy]
+    if rows.empty:
+        raise ValueError(f"no rows for {strategy!r}; strategies: {', '.join(dict.fromkeys(table['strategy']))}")
+    round_index = int(rows["round"].max()) if round_index is None else int(round_index)
+    if round_index not in set(rows["round"]):
+        raise ValueError(f"{strategy!r} has no round {round_index}")
+    return per_seed(rows, metric, round=round_index)
 
 
 def matching_summary(table: pd.DataFrame, rule: Matching) -> pd.DataFrame:

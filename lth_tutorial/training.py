@@ -12,6 +12,7 @@ from ``start_iteration=k`` resumes the schedule at ``k`` (used by rewinding in l
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from .data import Dataset, batches
 from .masks import Mask
 
 __all__ = ["TrainConfig", "TrainResult", "DivergenceError", "train", "cached_train", "evaluate", "state_on_cpu",
-           "progress_bar"]
+           "progress_bar", "progress_for"]
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "step", "cosine")
@@ -213,6 +214,23 @@ def progress_bar(desc: str, disable: bool = False, total: int = 0):
     return tqdm(total=total, desc=desc, disable=disable, leave=True, mininterval=0.5, unit="step")
 
 
+@contextlib.contextmanager
+def progress_for(progress, desc: str):
+    """The bar a long call advances: the open :func:`progress_bar` passed as ``progress``, or -- for ``True`` /
+    ``False`` -- a new one of its own (disabled for ``False``), closed when the call ends.
+
+    Use it in every function that takes ``progress=``: ``with progress_for(progress, "my sweep") as bar: ...``.
+    """
+    if not isinstance(progress, bool):
+        yield progress
+        return
+    bar = progress_bar(desc, disable=not progress)
+    try:
+        yield bar
+    finally:
+        bar.close()
+
+
 def train(
     model: nn.Module,
     data: Dataset,
@@ -323,13 +341,11 @@ def train(
     if start_iteration in snapshot_at:
         snapshots[start_iteration] = state_on_cpu(model)
 
-    own_bar = isinstance(progress, bool)
-    bar = progress_bar(desc or "train", disable=not progress) if own_bar else progress
-    bar.total = (bar.total or 0) + steps
-    if not own_bar and desc:
-        bar.set_description_str(desc, refresh=False)
     current_lr = None
-    try:
+    with progress_for(progress, desc or "train") as bar:
+        bar.total = (bar.total or 0) + steps
+        if desc:
+            bar.set_description_str(desc, refresh=False)
         for t in range(start_iteration, end):
             lr = config.lr_at(t)
             if lr != current_lr:
@@ -364,9 +380,6 @@ def train(
                 record(done)
                 bar.set_postfix(val_acc=f"{history[-1]['val_accuracy']:.3f}", refresh=False)
             bar.update(1)
-    finally:
-        if own_bar:
-            bar.close()
 
     if len(data.y_val):
         best = min(history, key=lambda r: (r["val_loss"], r["iteration"]))

@@ -61,7 +61,7 @@ def test_rewinding_by_hand_is_the_librarys_round(data, tmp_path, k):
 
 def test_compare_over_seeds_runs_every_seed_on_its_own_dense_run(data, tmp_path):
     store = RunStore(tmp_path)
-    table = ch02.compare_over_seeds(data, SPEC, [make_reset("rewind", rewind_to=k) for k in (0, 3)], [0, 1],
+    table = imp.compare_resets_over_seeds(data, SPEC, [make_reset("rewind", rewind_to=k) for k in (0, 3)], [0, 1],
                                     snapshot_at=(0, 3), store=store)
     assert sorted(table["seed"].unique()) == [0, 1]
     assert len(table) == 2 * 2 * (SPEC.rounds + 1)  # strategies x seeds x rounds (dense included)
@@ -70,24 +70,24 @@ def test_compare_over_seeds_runs_every_seed_on_its_own_dense_run(data, tmp_path)
         assert dense[dense["seed"] == seed]["final_test_accuracy"].nunique() == 1
     assert table[table["round"] == 2]["density"].round(2).unique().tolist() == [0.25]
     # the per-seed values are in seed order and match the rows
-    values = ch02.per_seed(table, "rewind k=3")
+    values = tables.strategy_per_seed(table, "rewind k=3")
     rows = table[(table["strategy"] == "rewind k=3") & (table["round"] == 2)].sort_values("seed")
     assert values.tolist() == rows["final_test_accuracy"].tolist() and values.shape == (2,)
-    assert ch02.per_seed(table, "rewind k=3", 0).tolist() == ch02.per_seed(table, "rewind k=0", 0).tolist()
+    assert tables.strategy_per_seed(table, "rewind k=3", 0).tolist() == tables.strategy_per_seed(table, "rewind k=0", 0).tolist()
     with pytest.raises(ValueError, match="no rows"):
-        ch02.per_seed(table, "rewind k=99")
+        tables.strategy_per_seed(table, "rewind k=99")
     with pytest.raises(ValueError, match="no round 7"):
-        ch02.per_seed(table, "rewind k=3", 7)
+        tables.strategy_per_seed(table, "rewind k=3", 7)
     # a second call loads everything from the store: nothing retrained, same numbers
-    again = ch02.compare_over_seeds(data, SPEC, [make_reset("rewind", rewind_to=k) for k in (0, 3)], [0, 1],
+    again = imp.compare_resets_over_seeds(data, SPEC, [make_reset("rewind", rewind_to=k) for k in (0, 3)], [0, 1],
                                     snapshot_at=(0, 3), store=store)
     assert again["final_test_accuracy"].tolist() == table["final_test_accuracy"].tolist()
 
 
 def test_figure_6a_draws_the_papers_density_and_seed_spread(data, tmp_path):
-    table = ch02.compare_over_seeds(data, SPEC, [make_reset("rewind", rewind_to=k) for k in (0, 3)], [0, 1],
+    table = imp.compare_resets_over_seeds(data, SPEC, [make_reset("rewind", rewind_to=k) for k in (0, 3)], [0, 1],
                                     snapshot_at=(0, 3), store=RunStore(tmp_path))
-    rule = tables.matching(ch02.per_seed(table, "rewind k=0", 0))
+    rule = tables.matching(tables.strategy_per_seed(table, "rewind k=0", 0))
     fig = ch02.figure_6a(table, rule, (0, 3), title="t")
     left, right = fig.axes[:2]
     labels = left.get_legend_handles_labels()[1]
@@ -95,7 +95,7 @@ def test_figure_6a_draws_the_papers_density_and_seed_spread(data, tmp_path):
     paper = [line for line in left.get_lines() if line.get_label().startswith("paper:")][0]
     assert paper.get_xdata()[0] == pytest.approx(100 * ch02.SURVEY_MATCHING_DENSITY)
     bars = [p.get_height() for p in right.patches]
-    expected = [100 * ch02.per_seed(table, f"rewind k={k}").mean() for k in (0, 3)]
+    expected = [100 * tables.strategy_per_seed(table, f"rewind k={k}").mean() for k in (0, 3)]
     assert bars == pytest.approx(expected)
     for ax in (left, right):
         anchor = ax.get_legend().get_bbox_to_anchor().transformed(ax.transAxes.inverted())

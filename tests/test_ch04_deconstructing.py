@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from lth_tutorial import data
+from lth_tutorial import data, tables
 from lth_tutorial.chapters import ch04_deconstructing_tickets as deconstruct
 from lth_tutorial.store import RunStore
 from lth_tutorial.training import TrainConfig
@@ -152,8 +152,8 @@ def test_sweeps_over_seeds_share_one_bar_and_feed_the_claims(small, store):
                                              store=store, progress=False)
     untrained = deconstruct.untrained_sweep(denses, small, [0.2], criteria_names=("large_final_same_sign", "random"))
     assert [r["seed"] for r in crit] == [0] * 4 + [1] * 4
-    assert deconstruct.per_seed(crit, "after", criterion="random") == [r["after"] for r in crit
-                                                                     if r["criterion"] == "random"]
+    assert tables.per_seed(crit, "after", criterion="random").tolist() == [r["after"] for r in crit
+                                                                           if r["criterion"] == "random"]
     result = deconstruct.claims(crit, var, pruned, untrained, {}, small.num_classes)
     assert [c.id for c in result] == ["criteria_large_final_vs_random", "criteria_magnitude_increase_vs_random",
                                       "criteria_small_final_below_random", "signs_matter", "zeros_matter",

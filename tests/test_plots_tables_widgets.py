@@ -5,6 +5,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import pandas as pd
 import pytest
 import torch
 
@@ -111,3 +112,13 @@ def test_threads_one_in_quick_mode_on_cpu_unless_asked():
     assert configure_threads(None, quick=False, device=torch.device("cpu")) == 2  # full mode leaves it alone
     with pytest.raises(ValueError, match="threads"):
         configure_threads(0, quick=True, device=torch.device("cpu"))
+
+
+def test_per_seed_picks_matching_rows_in_seed_order():
+    values = tables.per_seed(RECORDS, "best_test_accuracy", kind="reinit", round=2)
+    assert values.tolist() == pytest.approx([0.60, 0.62])
+    frame = pd.DataFrame([{"seed": 1, "strategy": "a", "x": 2.0}, {"seed": 0, "strategy": "a", "x": 1.0},
+                          {"seed": 0, "strategy": "a", "x": 3.0}, {"seed": 0, "strategy": "b", "x": 9.0}])
+    assert tables.per_seed(frame, "x", strategy="a").tolist() == [2.0, 2.0]  # seed 0: mean of its two rows
+    with pytest.raises(ValueError, match="present"):
+        tables.per_seed(frame, "x", strategy="c")

@@ -28,12 +28,12 @@ import torch
 from .. import claims, imp, models, plots, presets, scores
 from ..data import Dataset
 from ..masks import Mask, prune, prune_structured, random_mask_like
-from ..training import TrainConfig, TrainResult, cached_train, evaluate, progress_bar, state_on_cpu, train
+from ..training import TrainConfig, TrainResult, cached_train, evaluate, progress_for, state_on_cpu, train
 from ..widgets import Panel
 
 __all__ = ["Setting", "setting", "prune_to_density", "pruned_accuracy", "method_mask", "dense_runs", "pruning_curve",
            "pruning_curves", "oneshot_vs_iterative", "when_to_prune", "step_time_by_density", "speed_claim",
-           "errorbar_lines", "dense_band", "legend_outside", "bar_with_spread", "PruningPanel", "PRUNING_METHODS",
+           "errorbar_lines", "dense_band", "bar_with_spread", "PruningPanel", "PRUNING_METHODS",
            "WHEN_CHOICES", "WHEN_METRIC"]
 
 PRUNING_METHODS = ("global magnitude", "layer-wise magnitude", "random", "structured (neurons, L1)")
@@ -103,13 +103,6 @@ def setting(quick: bool = True) -> Setting:
                    finetune_steps=config.iterations // 4, departures=departures)
 
 
-def _bar(progress, desc: str):
-    """``(bar, owned)``: the open bar passed in, or a new one (disabled when ``progress`` is False)."""
-    if isinstance(progress, bool):
-        return progress_bar(desc, disable=not progress), True
-    return progress, False
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # Pruning a trained network once
 
@@ -167,17 +160,13 @@ def dense_runs(data: Dataset, model: str, config: TrainConfig, seeds, store=None
                progress=True) -> dict[int, TrainResult]:
     """The dense run of every seed (through the run store; the same runs :func:`lth_tutorial.imp.run` starts from,
     so later calls load them instead of training again)."""
-    bar, owned = _bar(progress, "dense runs")
-    try:
+    with progress_for(progress, "dense runs") as bar:
         out = {}
         for seed in seeds:
             net = models.build(model, data.input_shape, data.num_classes, seed=seed, device=data.device)
             out[seed] = cached_train(net, data, config, seed=seed, snapshot_at=(0,), store=store, progress=bar,
                                      desc=f"dense seed {seed}")
         return out
-    finally:
-        if owned:
-            bar.close()
 
 
 def pruning_curves(data: Dataset, model: str, dense: dict[int, TrainResult], densities,
@@ -218,9 +207,8 @@ def oneshot_vs_iterative(data: Dataset, model: str, config: TrainConfig, fractio
     ``density``, ``accuracy`` (test accuracy at the early-stopping iteration), ``trainings`` (training runs spent
     to find that mask, the dense one included).
     """
-    bar, owned = _bar(progress, "one-shot vs iterative")
     rows = []
-    try:
+    with progress_for(progress, "one-shot vs iterative") as bar:
         for seed in seeds:
             chain = imp.run(data, model, config, rounds=rounds, fraction=fraction, controls=(), seed=seed,
                             store=store, progress=bar)
@@ -233,9 +221,6 @@ def oneshot_vs_iterative(data: Dataset, model: str, config: TrainConfig, fractio
                     store=store, progress=bar)
                 rows.append({"route": "one-shot", "seed": seed, "round": r, "density": single.rounds[1].density,
                              "accuracy": single.rounds[1].ticket.best_test_accuracy, "trainings": 2})
-    finally:
-        if owned:
-            bar.close()
     return pd.DataFrame(rows)
 
 
@@ -258,10 +243,9 @@ def when_to_prune(data: Dataset, model: str, config: TrainConfig, density: float
     Returns one row per (choice, seed): ``choice``, ``seed``, ``accuracy``, ``steps`` (optimizer steps spent in
     total), ``density`` (actual).
     """
-    bar, owned = _bar(progress, "when to prune")
     long = config.replace(iterations=config.iterations + finetune_steps)
     rows = []
-    try:
+    with progress_for(progress, "when to prune") as bar:
         for seed in seeds:
             net = models.build(model, data.input_shape, data.num_classes, seed=seed, device=data.device)
             init = state_on_cpu(net)
@@ -289,9 +273,6 @@ def when_to_prune(data: Dataset, model: str, config: TrainConfig, density: float
             rows += [{"choice": name, "seed": seed, "accuracy": run.best_test_accuracy,
                       "steps": run.iterations_trained, "density": mask.density}
                      for name, (mask, run) in from_init.items()]
-    finally:
-        if owned:
-            bar.close()
     return pd.DataFrame(rows)
 
 
@@ -370,11 +351,6 @@ def dense_band(ax, accuracies, label: str = "dense (min-max over seeds)", scale:
     bottom, top = ax.get_ylim()
     pad = 0.05 * (max(top, high) - min(bottom, low))
     ax.set_ylim(min(bottom, low - pad), max(top, high + pad))
-
-
-def legend_outside(ax, **kwargs) -> None:
-    """Legend to the right of the axes, outside the data."""
-    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=8, **kwargs)
 
 
 def bar_with_spread(ax, table: pd.DataFrame, group: str = "choice", value: str = "accuracy", order=None,
@@ -456,7 +432,7 @@ class PruningPanel(Panel):
             plots.density_axis(left)
             left.set(ylabel="test accuracy, no retraining (%)")
             left.grid(alpha=0.3)
-            legend_outside(left)
+            plots.legend_outside(left)
             layer = self.mask.layer_densities()
             bars = right.bar(range(len(layer)), [100 * d for d in layer.values()], color="C0")
             right.bar_label(bars, fmt="%.1f")

@@ -1,66 +1,25 @@
 """Chapter 02 (rewinding, Frankle et al. 2019): the sweep over seeds, the per-seed values its claims rest on, and the
 figure of the survey's Fig. 6, panel A.
 
-The training itself is library calls (:func:`lth_tutorial.imp.compare_resets`, one shared dense run per seed);
-chapter 03 uses :func:`compare_over_seeds` and :func:`per_seed` too (they belong in :mod:`lth_tutorial.imp` /
-:mod:`lth_tutorial.tables` once a third chapter needs them).
+The training itself is library calls (:func:`lth_tutorial.imp.compare_resets_over_seeds`, one shared dense run
+per seed; the per-seed values come from :func:`lth_tutorial.tables.strategy_per_seed`), as in chapter 03.
 """
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from .. import imp, plots, tables
-from ..data import Dataset
-from ..presets import RunSpec
-from ..rewinding import Reset
+from .. import plots, tables
 
-__all__ = ["compare_over_seeds", "per_seed", "plot_sparsest_vs_k", "figure_6a", "SURVEY_MATCHING_DENSITY"]
+__all__ = ["plot_sparsest_vs_k", "figure_6a", "SURVEY_MATCHING_DENSITY"]
 
 #: the survey's reading of Frankle et al. (2019, Fig. 6A): ResNet-20 on CIFAR-10 rewound to iteration 500 stays
 #: matching when "up to ca. 85 %" of the weights are pruned, i.e. down to about 15 % of the weights remaining.
 SURVEY_MATCHING_DENSITY = 0.15
-
-
-def compare_over_seeds(data: Dataset, spec: RunSpec, resets: Sequence[Reset | str], seeds: Iterable[int], *,
-                       rounds: int | None = None, snapshot_at: Iterable[int] = (), store=None,
-                       progress=False) -> pd.DataFrame:
-    """:func:`lth_tutorial.imp.compare_resets` once per seed (each seed its own shared dense run), as one
-    :func:`lth_tutorial.tables.strategy_table` (a row per strategy, seed and round; ``seed`` column set).
-
-    Args:
-        spec: model, training config, fraction, scope and (unless ``rounds`` is given) rounds.
-        snapshot_at: dense-run snapshots to keep; pass the same tuple everywhere (widgets included) so every call
-            loads the same cached dense run per seed.
-        progress: ``False``, or one open :func:`lth_tutorial.training.progress_bar` for the whole sweep.
-    """
-    snapshot_at = tuple(snapshot_at)
-    parts = []
-    for seed in seeds:
-        results = imp.compare_resets(data, spec.model, spec.config, list(resets),
-                                     rounds=spec.rounds if rounds is None else rounds, fraction=spec.fraction,
-                                     scope=spec.scope, output_fraction=spec.output_fraction, seed=seed,
-                                     snapshot_at=snapshot_at, store=store, progress=progress)
-        parts.append(tables.strategy_table(results))
-    return pd.concat(parts, ignore_index=True)
-
-
-def per_seed(table: pd.DataFrame, strategy: str, round_index: int | None = None,
-             metric: str = "final_test_accuracy") -> np.ndarray:
-    """``metric`` of ``strategy`` at ``round_index`` (default: its last round), one value per seed in seed order
-    (shape ``(seeds,)``): what :func:`lth_tutorial.claims.compare` takes."""
-    rows = table[table["strategy"] == strategy]
-    if rows.empty:
-        raise ValueError(f"no rows for {strategy!r}; strategies: {', '.join(dict.fromkeys(table['strategy']))}")
-    round_index = int(rows["round"].max()) if round_index is None else int(round_index)
-    rows = rows[rows["round"] == round_index].sort_values("seed")
-    if rows.empty:
-        raise ValueError(f"{strategy!r} has no round {round_index}")
-    return rows[metric].to_numpy(dtype=float)
 
 
 def plot_sparsest_vs_k(table: pd.DataFrame, ks: Sequence[int], ax=None, metric: str = "final_test_accuracy",
@@ -71,7 +30,7 @@ def plot_sparsest_vs_k(table: pd.DataFrame, ks: Sequence[int], ax=None, metric: 
     positions = np.arange(len(ks))
     density = None
     for x, k in zip(positions, ks):
-        values = 100 * per_seed(table, f"rewind k={k}", metric=metric)
+        values = 100 * tables.strategy_per_seed(table, f"rewind k={k}", metric=metric)
         density = table[(table["strategy"] == f"rewind k={k}")]["density"].min()
         ax.bar(x, values.mean(), color="tab:blue", alpha=0.55)
         ax.errorbar(x, values.mean(), yerr=[[values.mean() - values.min()], [values.max() - values.mean()]],
@@ -86,7 +45,7 @@ def plot_sparsest_vs_k(table: pd.DataFrame, ks: Sequence[int], ax=None, metric: 
     ax.set_xticks(positions, [str(k) for k in ks])
     ax.set_xlabel("rewinding iteration k")
     ax.set_ylabel(metric.replace("_", " ") + " (%)")
-    low = min(100 * per_seed(table, f"rewind k={k}", metric=metric).min() for k in ks)
+    low = min(100 * tables.strategy_per_seed(table, f"rewind k={k}", metric=metric).min() for k in ks)
     ax.set_ylim(max(0.0, low - 10), 100)
     ax.set_title(f"at the sparsest round ({100 * density:.3g} % of the weights);\nbars: mean, dots: seeds")
     return ax

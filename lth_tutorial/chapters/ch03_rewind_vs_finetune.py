@@ -1,8 +1,7 @@
 """Chapter 03 (Renda et al. 2020, rewinding vs fine-tuning vs learning-rate rewinding): the strategies' start points
 as a table, the two-budget figure and the claims over seeds.
 
-The runs are library calls through :func:`lth_tutorial.chapters.ch02_rewinding.compare_over_seeds` (shared with
-chapter 02; it belongs in :mod:`lth_tutorial.imp`).
+The runs are library calls through :func:`lth_tutorial.imp.compare_resets_over_seeds` (as in chapter 02).
 """
 
 from __future__ import annotations
@@ -15,9 +14,8 @@ import pandas as pd
 from .. import claims, plots, tables
 from ..rewinding import Reset, RoundStart, label
 from ..training import TrainConfig
-from .ch02_rewinding import per_seed
 
-__all__ = ["start_point_table", "figure_budgets", "finding_claims", "labels", "per_seed"]
+__all__ = ["start_point_table", "figure_budgets", "finding_claims", "labels"]
 
 
 def start_point_table(starts: dict[str, RoundStart], config: TrainConfig, weights_from: dict[str, str]) -> pd.DataFrame:
@@ -54,7 +52,7 @@ def finding_claims(table: pd.DataFrame, pairs: Sequence[tuple[str, str, str, str
     than ``second`` at ``round_index`` for every seed?"""
     density = table[table["round"] == round_index]["density"].mean()
     return [claims.compare(cid, f"{what}: {first} beats {second} at {100 * density:.3g} % of the weights",
-                           per_seed(table, first, round_index), per_seed(table, second, round_index),
+                           tables.strategy_per_seed(table, first, round_index), tables.strategy_per_seed(table, second, round_index),
                            names=(first, second))
             for cid, what, first, second in pairs]
 

@@ -38,15 +38,16 @@ from .. import claims as claims_lib
 from .. import criteria, models, presets, rewinding
 from ..data import Dataset
 from ..masks import Mask, prunable_parameters
-from ..plots import paper_reference
+from ..plots import legend_outside, paper_reference
 from ..presets import RunSpec
 from ..store import RunStore
 from ..supermasks import learn_supermask, masked_accuracy
-from ..training import TrainConfig, TrainResult, cached_train, evaluate, progress_bar, state_on_cpu
+from ..tables import per_seed
+from ..training import TrainConfig, TrainResult, cached_train, evaluate, progress_for, state_on_cpu
 from ..widgets import Panel
 
 __all__ = ["setting", "Dense", "dense_run", "dense_runs", "ticket_run", "criteria_sweep", "variants_sweep",
-           "pruned_action_sweep", "untrained_sweep", "learned_sweep", "criteria_table", "per_seed", "claims",
+           "pruned_action_sweep", "untrained_sweep", "learned_sweep", "criteria_table", "claims",
            "PRUNED_ACTIONS", "derived_seed", "grouped_bars", "criteria_figure", "variants_figure",
            "pruned_action_figure", "untrained_figure", "learned_figure", "TicketPanel", "PAPER_UNTRAINED_MNIST"]
 
@@ -136,9 +137,9 @@ def dense_run(data: Dataset, model: str, config: TrainConfig, seed: int = 0, sto
 
 
 def dense_runs(data: Dataset, model: str, config: TrainConfig, seeds: Iterable[int] = (0, 1, 2),
-               store: RunStore | bool | None = None, progress: bool = True) -> list[Dense]:
-    """:func:`dense_run` for every seed, under one progress bar."""
-    with progress_bar("dense runs", disable=not progress) as bar:
+               store: RunStore | bool | None = None, progress=True) -> list[Dense]:
+    """:func:`dense_run` for every seed, under one progress bar (or the open bar ``progress``)."""
+    with progress_for(progress, "dense runs") as bar:
         return [dense_run(data, model, config, seed=s, store=store, progress=bar) for s in seeds]
 
 
@@ -225,14 +226,9 @@ def _as_list(dense) -> list[Dense]:
 
 def _sweep(jobs: list[dict], dense, data, config, store, progress, desc, rates) -> list[dict]:
     """Run every job for every dense run (seed) under one progress bar (or the open bar ``progress``)."""
-    own = isinstance(progress, bool)
-    bar = progress_bar(desc, disable=not progress) if own else progress
-    try:
+    with progress_for(progress, desc) as bar:
         return [ticket_run(d, data, config, store=store, progress=bar, rates=rates, **job)
                 for d in _as_list(dense) for job in jobs]
-    finally:
-        if own:
-            bar.close()
 
 
 def criteria_sweep(dense: Dense | Sequence[Dense], data: Dataset, config: TrainConfig, densities: Iterable[float],
@@ -298,21 +294,9 @@ def learned_sweep(dense: Dense | Sequence[Dense], data: Dataset, runs: Mapping[s
     ``runs``: ``{label: (config, keyword arguments of lth_tutorial.supermasks.learn_supermask)}``. One progress bar
     for the whole sweep. The score seed is the dense run's seed.
     """
-    own = isinstance(progress, bool)
-    bar = progress_bar("learned supermasks", disable=not progress) if own else progress
-    try:
+    with progress_for(progress, "learned supermasks") as bar:
         return {label: [learn_supermask(d.build(data), data, config, seed=d.seed, progress=bar, **kwargs)
                         for d in _as_list(dense)] for label, (config, kwargs) in runs.items()}
-    finally:
-        if own:
-            bar.close()
-
-
-def per_seed(rows: Sequence[dict], value: str, **match) -> list[float]:
-    """``value`` of the rows matching ``match``, one per seed in seed order (the mean where a seed has several)."""
-    seeds = sorted({r["seed"] for r in rows if all(r.get(k) == v for k, v in match.items())})
-    return [float(np.mean([r[value] for r in rows if r["seed"] == s and all(r.get(k) == v for k, v in match.items())]))
-            for s in seeds]
 
 
 def criteria_table(rows: list[dict], dense_accuracy: float | None = None):
@@ -445,7 +429,7 @@ def grouped_bars(ax, labels: Sequence[str], groups: Mapping[str, Sequence[float]
     ax.set_xticks(x)
     ax.set_xticklabels(labels, rotation=35 if rotate else 0, ha="right" if rotate else "center")
     ax.set_ylabel("test accuracy (%)")
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    legend_outside(ax)
     return ax
 
 
@@ -547,7 +531,7 @@ def untrained_figure(rows: list[dict], num_classes: int = 10, title: str | None 
             ax.axhline(100 * float(np.mean(dense)), color="tab:red", ls="-.", lw=1, label="dense, untrained")
         if paper is not None:
             paper_reference(ax, paper, f"paper: {paper:.0f} % (Zhou et al., FC on MNIST)")
-        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        legend_outside(ax)
         ax.set_title("weights $W_0$" if w == "init" else r"weights $\sigma\,\mathrm{sign}(W_0)$ (Zhou et al.)")
     fig.suptitle((title or "Supermasks: masks applied to the untrained network") + f" ({_seeds_note(rows)})")
     fig.tight_layout()
@@ -572,7 +556,7 @@ def learned_figure(results: Mapping[str, object], dense_accuracy: float | None =
     ax.axhline(100 / num_classes, color="gray", ls=":", lw=1, label="chance")
     ax.set_xlabel("mask-training iteration (weights never change)")
     ax.set_ylabel("test accuracy (%)")
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    legend_outside(ax)
     ax.set_title(title or "Learned supermasks over frozen random weights (band: min-max over seeds)")
     fig.tight_layout()
     return fig
