@@ -27,6 +27,7 @@ Max-pooling layers are skipped once the feature map is 1 pixel wide, so every co
 from __future__ import annotations
 
 import math
+import re
 from typing import Callable
 
 import torch
@@ -178,6 +179,28 @@ class Mnist1dCNN(nn.Module):
         return self.fc(self.features(x).flatten(1))
 
 
+class ResidualMLP(nn.Module):
+    """The MNIST-1D authors' MLP with one residual hidden layer: ``x (N, L) -> h1 = relu(W1 x) -> h2 = h1 +
+    relu(W2 h1) -> logits (N, classes) = W3 h2``, hidden width ``hidden`` (their lottery notebook uses 500).
+
+    Source: greydanus/mnist1d, ``notebooks/models.py`` (``MLPBase``) and ``notebooks/lottery-tickets.ipynb``
+    (``SparseMLP``), commit 7878d96. :func:`build` names it ``"residual_mlp"`` (width 500) or ``"residual_mlp_W"``
+    (width W) and gives it the library's seeded Kaiming-normal init with zero biases (their code keeps PyTorch's
+    default uniform init).
+    """
+
+    def __init__(self, input_shape, num_classes: int, hidden: int = 500):
+        super().__init__()
+        self.linear1 = nn.Linear(math.prod(input_shape), hidden)
+        self.linear2 = nn.Linear(hidden, hidden)
+        self.linear3 = nn.Linear(hidden, num_classes)
+
+    def forward(self, x):
+        h = torch.relu(self.linear1(x.flatten(1)))
+        h = h + torch.relu(self.linear2(h))
+        return self.linear3(h)
+
+
 _GLOROT, _KAIMING = "glorot", "kaiming"
 
 _BUILDERS: dict[str, tuple[Callable[..., nn.Module], str]] = {
@@ -190,6 +213,7 @@ _BUILDERS: dict[str, tuple[Callable[..., nn.Module], str]] = {
     "vgg19": (lambda s, k: VGG(_check_image_shape("vgg19", s), k, VGG_CONFIGS["vgg19"]), _KAIMING),
     "resnet20": (lambda s, k: ResNetCifar(_check_image_shape("resnet20", s), k, 3), _KAIMING),
     "mnist1d_cnn": (lambda s, k: Mnist1dCNN(s, k), _KAIMING),
+    "residual_mlp": (lambda s, k, width=500: ResidualMLP(s, k, width), _KAIMING),
 }
 
 
@@ -240,8 +264,13 @@ def build(name: str, input_shape, num_classes: int, seed: int = 0, device: str |
             :func:`lth_tutorial.imp.run` passes on), else ``"ones"``.
     """
     arch = name[:-len(_BN_UNIFORM_SUFFIX)] if name.endswith(_BN_UNIFORM_SUFFIX) else name
-    if arch not in _BUILDERS or (arch != name and not _has_batchnorm(arch)):
-        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(names())}")
+    width = re.fullmatch(r"residual_mlp_([1-9][0-9]*)", arch)
+    options = {}
+    if width:  # "residual_mlp_W": the residual MLP of width W
+        arch, options = "residual_mlp", {"width": int(width.group(1))}
+    if arch not in _BUILDERS or (arch != name and not options and not _has_batchnorm(arch)):
+        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(names())} (and residual_mlp_W for "
+                         f"width W)")
     if batchnorm_init is None:
         batchnorm_init = "uniform" if arch != name else "ones"
     if batchnorm_init not in BATCHNORM_INITS:
@@ -253,7 +282,7 @@ def build(name: str, input_shape, num_classes: int, seed: int = 0, device: str |
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
     make, scheme = _BUILDERS[arch]
     with torch.device("meta"):
-        model = make(tuple(int(s) for s in input_shape), int(num_classes))
+        model = make(tuple(int(s) for s in input_shape), int(num_classes), **options)
     model = model.to_empty(device="cpu")
     generator = torch.Generator().manual_seed(int(seed))
     reinitialize(model, scheme, generator)

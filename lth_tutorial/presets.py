@@ -11,7 +11,8 @@ from dataclasses import dataclass, replace
 
 from .training import TrainConfig
 
-__all__ = ["RunSpec", "Preset", "PRESETS", "get", "names", "quick_mode", "steps_per_epoch", "CIFAR10_TRAIN_IMAGES"]
+__all__ = ["RunSpec", "Preset", "PRESETS", "get", "names", "quick_mode", "steps_per_epoch", "CIFAR10_TRAIN_IMAGES",
+           "departures"]
 
 
 @dataclass(frozen=True)
@@ -251,3 +252,48 @@ register(Preset(
                  rounds=16, fraction=0.2, scope="global", output_fraction=0.0, runtime="not measured"),
     quick=_quick_cifar_stand_in(batch_size=64, decay_at=(0.5, 0.75), warmup_fraction=10_000 / 112_480),
 ))
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# How one setting departs from another (a chapter's quick mode from the paper's)
+
+
+def _percent(x: float) -> str:
+    return f"{100 * x:.3g} %"
+
+
+def _pruning(spec: RunSpec) -> str:
+    out = "" if spec.output_fraction is None else f", output layer {_percent(spec.output_fraction)}"
+    return f"{spec.scope}, {_percent(spec.fraction)} per round{out}"
+
+
+def departures(used: RunSpec, reference: RunSpec, names: tuple[str, str] = ("this run", "paper")):
+    """The settings in which ``used`` differs from ``reference`` (e.g. quick mode vs the paper's full spec).
+
+    Returns:
+        a DataFrame indexed by setting with columns ``names`` (strings; default ``this run``, ``paper``), one row
+        per setting
+        that differs: data set, model, optimizer, learning rate, momentum, weight decay, batch size, iterations per
+        training run, learning-rate schedule, warmup, pruning (scope and the per-round fractions: shares of the
+        remaining weights removed), rounds, final
+        density ``(1 - fraction) ** rounds`` of the non-output layers.
+    """
+    import pandas as pd
+
+    a, b = used.config, reference.config
+
+    def items(spec: RunSpec, c: TrainConfig) -> dict[str, str]:
+        return {
+            "data set": spec.dataset, "model": spec.model, "optimizer": c.optimizer, "learning rate": f"{c.lr:g}",
+            "momentum": f"{c.momentum:g}" if c.optimizer == "sgd" else "-",
+            "weight decay": f"{c.weight_decay:g}", "batch size": f"{c.batch_size:,}",
+            "iterations per training run": f"{c.iterations:,}",
+            "schedule": c.schedule + (f" (decay x{c.gamma:g} at {list(c.milestones)})" if c.milestones else ""),
+            "warmup iterations": f"{c.warmup_iterations:,}",
+            "pruning": _pruning(spec), "pruning rounds": str(spec.rounds),
+            "final density (non-output layers)": _percent((1 - spec.fraction) ** spec.rounds),
+        }
+
+    mine, theirs = items(used, a), items(reference, b)
+    rows = {k: {names[0]: mine[k], names[1]: theirs[k]} for k in mine if mine[k] != theirs[k]}
+    return pd.DataFrame.from_dict(rows, orient="index", columns=list(names))

@@ -9,6 +9,7 @@ from lth_tutorial.masks import prunable_parameters
 SHAPES = {
     "lenet_300_100": (40,), "mnist1d_cnn": (40,), "conv2": (1, 8, 8), "conv4": (3, 32, 32), "conv6": (1, 8, 8),
     "vgg11": (1, 8, 8), "vgg16": (3, 32, 32), "vgg19": (3, 32, 32), "resnet20": (3, 32, 32),
+    "residual_mlp": (40,),
 }
 
 
@@ -50,3 +51,23 @@ def test_bad_names_and_shapes():
         models.build("conv2", (40,), 10)
     with pytest.raises(ValueError, match="num_classes"):
         models.build("lenet_300_100", (40,), 1)
+
+
+def test_residual_mlp_is_the_authors_architecture():
+    """The MNIST-1D authors' residual MLP (greydanus/mnist1d), by name, at any width."""
+    net = models.build("residual_mlp_16", (40,), 10, seed=0)
+    assert isinstance(net, models.ResidualMLP) and net.linear2.weight.shape == (16, 16)
+    assert models.build("residual_mlp", (40,), 10).linear2.weight.shape == (500, 500)
+    with pytest.raises(ValueError, match="residual_mlp_W"):
+        models.build("residual_mlp_0", (40,), 10)
+    assert [n for n, _ in net.named_parameters() if n.endswith("weight")] == \
+        ["linear1.weight", "linear2.weight", "linear3.weight"]
+    assert models.output_weight_name(net) == "linear3.weight"
+    x = torch.randn(5, 40)
+    with torch.no_grad():
+        h1 = torch.relu(net.linear1(x))
+        expected = net.linear3(h1 + torch.relu(net.linear2(h1)))
+        assert torch.allclose(net(x), expected)
+        net.linear2.weight.zero_()  # with the residual branch off, the net is a 2-layer MLP
+        assert torch.allclose(net(x), net.linear3(h1))
+    assert net(x).shape == (5, 10)
