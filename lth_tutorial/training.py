@@ -211,7 +211,20 @@ def progress_bar(desc: str, disable: bool = False, total: int = 0):
     """
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, disable=disable, leave=True, mininterval=0.5, unit="step")
+    bar = tqdm(total=total, desc=desc, disable=disable, leave=True, mininterval=0.5, unit="step")
+    if not disable and getattr(bar, "container", None) is not None:
+        # A notebook widget: a saved notebook (GitHub, nbviewer) shows the widget's first state, so the final state
+        # is also printed as one line of text when the bar closes.
+        close = bar.close
+
+        def close_and_print():
+            if not getattr(bar, "_lth_printed", False):
+                bar._lth_printed = True
+                print(str(bar))
+            close()
+
+        bar.close = close_and_print
+    return bar
 
 
 @contextlib.contextmanager
@@ -344,8 +357,6 @@ def train(
     current_lr = None
     with progress_for(progress, desc or "train") as bar:
         bar.total = (bar.total or 0) + steps
-        if desc:
-            bar.set_description_str(desc, refresh=False)
         for t in range(start_iteration, end):
             lr = config.lr_at(t)
             if lr != current_lr:
@@ -378,7 +389,8 @@ def train(
                 snapshots[done] = state_on_cpu(model)
             if (done - start_iteration) % config.eval_every == 0 or done == end:
                 record(done)
-                bar.set_postfix(val_acc=f"{history[-1]['val_accuracy']:.3f}", refresh=False)
+                bar.set_postfix_str(f"{desc + ': ' if desc else ''}val acc {history[-1]['val_accuracy']:.3f}",
+                                    refresh=False)
             bar.update(1)
 
     if len(data.y_val):

@@ -165,7 +165,7 @@ def test_dense_band_is_never_clipped():
 def test_setting_compares_over_at_least_three_seeds():
     for quick in (True, False):
         s = basics.setting(quick)
-        assert len(s.seeds) >= 3 and 0 < s.finetune_steps < s.config.iterations and 0 < s.target < 1
+        assert len(s.seeds) >= 3 and 0 < s.finetune_steps < s.spec.config.iterations and 0 < s.target < 1
         assert list(s.densities) == sorted(s.densities, reverse=True)
 
 

@@ -145,3 +145,22 @@ def test_finite_but_exploding_loss_is_divergence_and_nothing_is_cached(tmp_path)
                      progress=False)
     assert not list(tmp_path.rglob("*.pt"))
 
+
+
+def test_a_notebook_progress_bar_leaves_its_final_state_as_text(monkeypatch, capsys):
+    """A saved notebook shows a widget bar's first state; the final one is printed as text when the bar closes."""
+    import tqdm.auto
+    import tqdm.notebook
+
+    from lth_tutorial.training import progress_bar, progress_for
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", tqdm.notebook.tqdm)
+    with progress_for(True, "sweep") as bar:
+        bar.total = 4
+        bar.update(4)
+    bar.close()  # closing twice prints once
+    final = [line for line in capsys.readouterr().out.splitlines() if line.startswith("sweep") and "4/4" in line]
+    assert len(final) == 1
+    quiet = progress_bar("quiet", disable=True)
+    quiet.close()
+    assert "quiet" not in capsys.readouterr().out
