@@ -61,22 +61,17 @@ def aggregate(records: Iterable[dict], metric: str, kind: str = "ticket") -> dic
 def per_seed(rows, value: str, **match) -> np.ndarray:
     """``value`` of the rows that match ``match`` (column = value), one per seed in seed order -- what
     :func:`lth_tutorial.claims.compare` takes; shape ``(seeds,)``. Where a seed has several matching rows their
-    mean is taken.
+    mean is taken; no matching row gives an empty array (:func:`lth_tutorial.claims.compare` refuses that with a
+    clear message).
 
     ``rows``: a DataFrame (e.g. :func:`strategy_table`), plain dicts, or IMP results (their records). Example:
     ``per_seed(records, "best_test_accuracy", kind="ticket", round=3)``.
-
-    Raises:
-        ValueError: no row matches (the message lists the values present for each key of ``match``).
     """
     if isinstance(rows, pd.DataFrame):
         rows = rows.to_dict("records")
     elif not (isinstance(rows, list) and all(isinstance(r, dict) for r in rows)):
         rows = as_records(rows)
     picked = [r for r in rows if all(r.get(k) == v for k, v in match.items())]
-    if not picked:
-        present = {k: sorted({str(r.get(k)) for r in rows}) for k in match}
-        raise ValueError(f"no rows with {match}; present: {present}")
     by_seed: dict = defaultdict(list)
     for r in picked:
         by_seed[r["seed"]].append(float(r[value]))

@@ -310,8 +310,8 @@ def criteria_table(rows: list[dict], dense_accuracy: float | None = None):
         entry = {"criterion": c, "score (keep highest)": criteria.FORMULAS[c]}
         for d in densities:
             values = per_seed(rows, "after", criterion=c, target_density=d)
-            entry[f"acc % at {d:.0%} kept"] = round(100 * float(np.mean(values)), 1) if values else float("nan")
-            entry[f"min-max at {d:.0%}"] = (f"{100 * min(values):.1f}-{100 * max(values):.1f}" if values else "")
+            entry[f"acc % at {d:.0%} kept"] = round(100 * float(np.mean(values)), 1) if len(values) else float("nan")
+            entry[f"min-max at {d:.0%}"] = (f"{100 * min(values):.1f}-{100 * max(values):.1f}" if len(values) else "")
         table.append(entry)
     frame = pd.DataFrame(table).set_index("criterion")
     if dense_accuracy is not None:
@@ -527,7 +527,7 @@ def untrained_figure(rows: list[dict], num_classes: int = 10, title: str | None 
         means, spread = _groups(sel, "criterion", crits, "accuracy")
         grouped_bars(ax, crits, means, spread=spread, chance=100 / num_classes)
         dense = per_seed(rows, "accuracy", criterion="dense", weights=w)
-        if dense:
+        if len(dense):
             ax.axhline(100 * float(np.mean(dense)), color="tab:red", ls="-.", lw=1, label="dense, untrained")
         if paper is not None:
             paper_reference(ax, paper, f"paper: {paper:.0f} % (Zhou et al., FC on MNIST)")
