@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 import re
 import time
+import warnings
 from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
-from nbclient.exceptions import CellExecutionError
+from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
 ERROR_MARKERS = ("Traceback (most recent call last)", "Error:", "Exception:")
 
@@ -45,21 +46,60 @@ def widget_errors(nb) -> list[str]:
     return found
 
 
-def execute(path: Path, timeout: int = 600, cwd: Path | None = None) -> tuple[object, float, list[str]]:
-    """Run the notebook at ``path``; returns ``(executed notebook, seconds, errors)``.
+#: How a kernel that stalls shows itself: a cell (or the kernel-info request) that waits for its reply until the
+#: per-cell timeout, or a kernel that dies. Jupyter kernels can miss a shell request that arrives while they send a
+#: reply on the same socket (ipykernel issue #1554; seen here with ipykernel 7 and, rarely, 6): the kernel then
+#: sits idle. Such a run is retried once in a fresh kernel, with a warning; a notebook whose cell is genuinely too
+#: slow times out twice and fails. (nbclient raises AssertionError when the kernel-info request times out.)
+KERNEL_STALLS = (CellTimeoutError, DeadKernelError, TimeoutError, AssertionError)
 
-    The kernel inherits this process's environment (set LTH_QUICK / LTH_CACHE before calling).
+
+def _cell_seconds(nb) -> dict[int, float]:
+    """Seconds each executed code cell took, from nbclient's timing metadata."""
+    from datetime import datetime
+
+    out = {}
+    for i, cell in enumerate(nb.cells):
+        timing = cell.get("metadata", {}).get("execution", {})
+        if "iopub.status.busy" in timing and "shell.execute_reply" in timing:
+            start, end = (datetime.fromisoformat(timing[k].replace("Z", "+00:00"))
+                          for k in ("iopub.status.busy", "shell.execute_reply"))
+            out[i] = (end - start).total_seconds()
+    return out
+
+
+def execute(path: Path, timeout: int = 300, cwd: Path | None = None) -> tuple[object, float, list[str]]:
+    """Run the notebook at ``path`` in a fresh kernel; returns ``(executed notebook, seconds, errors)``.
+
+    ``timeout`` is per cell, in seconds. The kernel inherits this process's environment (set LTH_QUICK / LTH_CACHE
+    before calling). A run that stalls (:data:`KERNEL_STALLS`) is retried once with a warning naming the cell
+    timings; ``seconds`` is the time of the run returned.
     """
-    nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", store_widget_state=True,
-                            resources={"metadata": {"path": str(cwd or path.parent)}})
-    errors: list[str] = []
-    start = time.perf_counter()
-    try:
-        client.execute()
-    except CellExecutionError as err:
-        errors.append(f"cell failed: {str(err)[-3000:]}")
-    seconds = time.perf_counter() - start
+    for attempt in (1, 2):
+        nb = nbformat.read(path, as_version=4)
+        client = NotebookClient(nb, timeout=timeout, kernel_name="python3", store_widget_state=True,
+                                resources={"metadata": {"path": str(cwd or path.parent)}})
+        errors: list[str] = []
+        start = time.perf_counter()
+        try:
+            client.execute()
+        except CellExecutionError as err:
+            errors.append(f"cell failed: {str(err)[-3000:]}")
+        except KERNEL_STALLS as err:
+            if attempt == 2:
+                raise
+            cells = _cell_seconds(nb)
+            warnings.warn(f"{path.name}: the kernel stalled after {time.perf_counter() - start:.0f} s "
+                          f"({type(err).__name__}: {str(err)[:200]}; cells done: {len(cells)}); retrying once in a "
+                          f"fresh kernel", RuntimeWarning)
+            continue
+        seconds = time.perf_counter() - start
+        cells = _cell_seconds(nb)
+        slowest = sorted(cells.items(), key=lambda kv: -kv[1])[:3]
+        print(f"{path.name}: cells {sum(cells.values()):.1f} s, kernel start and stop "
+              f"{seconds - sum(cells.values()):.1f} s; slowest cells "
+              + ", ".join(f"{i} ({s:.1f} s)" for i, s in slowest))
+        break
     for i, cell in enumerate(nb.cells):
         if cell.cell_type == "code":
             errors += _output_errors(cell.get("outputs"), f"cell {i}")

@@ -18,7 +18,7 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("
 def test_notebook_runs_in_quick_mode(path, tmp_path, monkeypatch):
     monkeypatch.setenv("LTH_QUICK", "1")
     monkeypatch.setenv("LTH_CACHE", str(tmp_path / "cache"))
-    timeout = int(os.environ.get("LTH_NOTEBOOK_TIMEOUT", "600"))  # per cell, seconds
+    timeout = int(os.environ.get("LTH_NOTEBOOK_TIMEOUT", "300"))  # per cell, seconds (the slowest takes < 1 min)
     nb, seconds, errors = execute(path, timeout=timeout, cwd=tmp_path)
     print(f"{path.name}: {seconds:.1f} s in quick mode")
     assert not errors, "\n".join(errors)
