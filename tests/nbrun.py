@@ -96,9 +96,12 @@ def execute(path: Path, timeout: int = 300, cwd: Path | None = None) -> tuple[ob
         seconds = time.perf_counter() - start
         cells = _cell_seconds(nb)
         slowest = sorted(cells.items(), key=lambda kv: -kv[1])[:3]
-        print(f"{path.name}: cells {sum(cells.values()):.1f} s, kernel start and stop "
-              f"{seconds - sum(cells.values()):.1f} s; slowest cells "
-              + ", ".join(f"{i} ({s:.1f} s)" for i, s in slowest))
+        report = (f"{path.name}: cells {sum(cells.values()):.1f} s, outside cells (kernel start, stop, waits) "
+                  f"{seconds - sum(cells.values()):.1f} s; slowest cells "
+                  + ", ".join(f"{i} ({s:.1f} s)" for i, s in slowest))
+        print(report)
+        if seconds - sum(cells.values()) > 60 or (slowest and slowest[0][1] > timeout / 2):
+            warnings.warn(f"slow notebook run: {report}", RuntimeWarning)  # shown in CI's warnings summary
         break
     for i, cell in enumerate(nb.cells):
         if cell.cell_type == "code":
