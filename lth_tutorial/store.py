@@ -108,10 +108,15 @@ def tensor_digest(*tensors: torch.Tensor) -> str:
     """Content hash (hex, 32 characters) of tensors: their shapes, dtypes and bytes, independent of the device."""
     h = hashlib.sha256()
     for t in tensors:
-        t = t.detach().cpu().contiguous()
-        h.update(f"{tuple(t.shape)}|{t.dtype}|".encode())
-        h.update((t.float() if t.dtype == torch.bfloat16 else t).numpy().tobytes())
+        _hash_tensor(h, t)
     return h.hexdigest()[:32]
+
+
+def _hash_tensor(h, t: torch.Tensor) -> None:
+    """Feed one tensor's shape, dtype and bytes (from a CPU copy) into the hash ``h``."""
+    t = t.detach().cpu().contiguous()
+    h.update(f"{tuple(t.shape)}|{t.dtype}|".encode())
+    h.update((t.float() if t.dtype == torch.bfloat16 else t).numpy().tobytes())
 
 
 def callable_fingerprint(fn: Callable) -> dict:
@@ -425,7 +430,6 @@ def state_digest(state: dict[str, torch.Tensor]) -> str:
     """Content hash of a ``state_dict`` (names, shapes, dtypes and bytes), independent of the device."""
     h = hashlib.sha256()
     for name in sorted(state):
-        t = state[name].detach().cpu().contiguous()
-        h.update(f"{name}|{tuple(t.shape)}|{t.dtype}|".encode())
-        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+        h.update(f"{name}|".encode())
+        _hash_tensor(h, state[name])
     return h.hexdigest()[:32]
