@@ -16,8 +16,9 @@ import contextlib
 import dataclasses
 import math
 import numbers
+import warnings
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -26,8 +27,8 @@ from torch import nn
 from .data import Dataset, batches
 from .masks import Mask
 
-__all__ = ["TrainConfig", "TrainResult", "DivergenceError", "train", "cached_train", "evaluate", "state_on_cpu",
-           "progress_bar", "progress_for"]
+__all__ = ["TrainConfig", "TrainResult", "DivergenceError", "PopulationResult", "train", "train_population",
+           "cached_train", "cached_train_population", "evaluate", "state_on_cpu", "progress_bar", "progress_for"]
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "step", "cosine")
@@ -174,25 +175,13 @@ class TrainResult:
         return self.history[-1]["val_accuracy"]
 
 
-@torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 2000) -> tuple[float, float]:
     """Mean cross-entropy loss and accuracy (fraction) of ``model`` on ``(x, y)``, in eval mode.
 
     Returns ``(nan, nan)`` for an empty set. The model's train/eval mode is restored afterwards.
     """
-    if len(y) == 0:
-        return float("nan"), float("nan")
-    was_training = model.training
-    model.eval()
-    loss_sum = torch.zeros((), device=x.device, dtype=torch.float64)
-    correct = torch.zeros((), device=x.device, dtype=torch.int64)
-    for start in range(0, len(y), batch_size):
-        out = model(x[start:start + batch_size])
-        yb = y[start:start + batch_size]
-        loss_sum += F.cross_entropy(out, yb, reduction="sum").double()
-        correct += (out.argmax(1) == yb).sum()
-    model.train(was_training)
-    return float(loss_sum) / len(y), int(correct) / len(y)
+    losses, accuracies = _evaluate_members(model, 1, x, y, batch_size)
+    return losses[0], accuracies[0]
 
 
 def state_on_cpu(model_or_state: nn.Module | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -244,6 +233,314 @@ def progress_for(progress, desc: str):
         bar.close()
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# The one training loop, for one network or a population of N (lth_tutorial.population)
+
+
+@dataclass
+class PopulationResult:
+    """What :func:`train_population` returns: one entry per member, in order.
+
+    Attributes:
+        results: each member's :class:`TrainResult`, or ``None`` for a member that diverged.
+        errors: ``None``, or the :class:`DivergenceError` that stopped that member (the others trained on).
+        stacked: whether the members trained as one stacked computation (``False``: one after another, because
+            the architecture cannot be stacked; see :func:`lth_tutorial.population.unsupported`).
+    """
+
+    results: list[TrainResult | None]
+    errors: list[DivergenceError | None]
+    stacked: bool = True
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def result(self, index: int) -> TrainResult:
+        """Member ``index``'s result; raises its :class:`DivergenceError` if it diverged."""
+        if self.errors[index] is not None:
+            raise self.errors[index]
+        return self.results[index]
+
+
+@dataclass
+class _Member:
+    """One member's run inside the loop: its schedule position, bookkeeping and outputs."""
+
+    seed: int
+    start: int
+    steps: int
+    snapshot_at: list[int]
+    history: list[dict] = field(default_factory=list)
+    snapshots: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
+    final_state: dict[str, torch.Tensor] | None = None
+    error: DivergenceError | None = None
+    window_steps: int = 0
+
+    @property
+    def active(self) -> bool:
+        return self.final_state is None and self.error is None
+
+
+class _StackedOptimizer:
+    """SGD (momentum, Nesterov, coupled weight decay) and Adam over stacked parameters ``(N, ...)`` with one
+    learning rate per member -- the update rules of ``torch.optim.SGD`` / ``torch.optim.Adam`` (default options),
+    which take one learning rate per parameter tensor and so cannot give members different schedule positions."""
+
+    def __init__(self, params: list[torch.Tensor], config: TrainConfig, members: int):
+        self.params, self.config, self.members = params, config, members
+        self.state = [torch.zeros_like(p) for p in params] if config.optimizer == "sgd" and config.momentum else []
+        if config.optimizer == "adam":
+            self.state = [(torch.zeros_like(p), torch.zeros_like(p)) for p in params]
+        self.step_count = 0
+        self.lrs, self.lr = None, None
+
+    def set_lrs(self, lrs: list[float]) -> None:
+        if lrs != self.lrs:  # a new device tensor only when the schedule moves (no host-device copy per step)
+            self.lrs = lrs
+            self.lr = torch.tensor(lrs, dtype=self.params[0].dtype, device=self.params[0].device)
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        cfg = self.config
+        self.step_count += 1
+        for i, p in enumerate(self.params):
+            lr = self.lr.view(-1, *([1] * (p.dim() - 1)))
+            grad = p.grad if not cfg.weight_decay else p.grad.add(p, alpha=cfg.weight_decay)
+            if cfg.optimizer == "sgd":
+                if cfg.momentum:
+                    buf = self.state[i].mul_(cfg.momentum).add_(grad)
+                    grad = grad.add(buf, alpha=cfg.momentum) if cfg.nesterov else buf
+                p.addcmul_(lr, grad, value=-1.0)
+            else:  # Adam with torch's defaults: betas (0.9, 0.999), eps 1e-8
+                (beta1, beta2), eps = (0.9, 0.999), 1e-8
+                exp_avg, exp_avg_sq = self.state[i]
+                exp_avg.lerp_(grad, 1 - beta1)
+                exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+                step_size = lr / (1 - beta1 ** self.step_count)
+                denom = (exp_avg_sq.sqrt() / math.sqrt(1 - beta2 ** self.step_count)).add_(eps)
+                p.addcdiv_(exp_avg * step_size, denom, value=-1.0)
+
+
+class _TorchOptimizer:
+    """``torch.optim.SGD`` / ``Adam`` for a single network, behind the loop's optimizer interface."""
+
+    def __init__(self, params, config: TrainConfig):
+        if config.optimizer == "sgd":
+            self.optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
+                                             nesterov=config.nesterov, weight_decay=config.weight_decay)
+        else:
+            self.optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+        self.lrs = None
+
+    def set_lrs(self, lrs: list[float]) -> None:
+        if lrs != self.lrs:
+            self.lrs = lrs
+            for group in self.optimizer.param_groups:
+                group["lr"] = lrs[0]
+
+    def zero_grad(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def step(self) -> None:
+        self.optimizer.step()
+
+
+class _MaskEnforcer:
+    """Holds pruned weights at zero (or at fixed values): masks the gradients before each optimizer step and
+    re-applies ``weight * mask + (1 - mask) * held value`` after it."""
+
+    def __init__(self, params: dict[str, torch.Tensor], masks: dict[str, torch.Tensor],
+                 held: dict[str, torch.Tensor]):
+        self.params = [params[n] for n in masks]
+        self.masks = list(masks.values())
+        self.held = [held[n] for n in masks] if held else []
+
+    @torch.no_grad()
+    def weights(self) -> None:
+        if self.params:
+            torch._foreach_mul_(self.params, self.masks)
+            if self.held:
+                torch._foreach_add_(self.params, self.held)
+
+    def gradients(self) -> None:
+        if self.params:
+            torch._foreach_mul_([p.grad for p in self.params], self.masks)
+
+
+@torch.no_grad()
+def _evaluate_members(net: nn.Module, members: int, x: torch.Tensor, y: torch.Tensor,
+                      batch_size: int = 2000) -> tuple[list[float], list[float]]:
+    """Per-member mean cross-entropy and accuracy on ``(x, y)`` in eval mode (each member sees all of ``x``)."""
+    if len(y) == 0:
+        return [float("nan")] * members, [float("nan")] * members
+    was_training = net.training
+    net.eval()
+    loss_sum = torch.zeros(members, device=x.device, dtype=torch.float64)
+    correct = torch.zeros(members, device=x.device, dtype=torch.int64)
+    step = max(1, batch_size // members)
+    for start in range(0, len(y), step):
+        xb, yb = x[start:start + step], y[start:start + step]
+        rows = xb if members == 1 else xb.repeat(members, *([1] * (xb.dim() - 1)))
+        out = net(rows).reshape(members, len(yb), -1)
+        loss_sum += F.cross_entropy(out.reshape(-1, out.shape[-1]), yb.repeat(members),
+                                    reduction="none").reshape(members, -1).double().sum(1)
+        correct += (out.argmax(2) == yb).sum(1)
+    net.train(was_training)
+    return (loss_sum / len(y)).tolist(), (correct.double() / len(y)).tolist()
+
+
+def _train_loop(net: nn.Module, members: list[_Member], data: Dataset, config: TrainConfig, optimizer,
+                enforcer: _MaskEnforcer, member_state, bar, desc: str | None) -> None:
+    """Train ``net`` -- one model (``len(members) == 1``) or a population -- filling in each member's history,
+    snapshots, final state or divergence error.
+
+    Batches are member-major: each member draws its own seeded batch order (members with one seed share it), the
+    population's batch is ``(N · B, ...)`` and the loss is the sum of the members' mean losses, so each member's
+    gradient is its solo gradient. The loop never waits on the device per step: losses accumulate on the device and
+    the divergence rule is read back at evaluations.
+    """
+    n, batch = len(members), config.batch_size
+    device = data.device
+    streams = {}
+    for m in members:
+        if m.seed not in streams:
+            generator = torch.Generator(device=torch.device(device)).manual_seed(m.seed)
+            streams[m.seed] = batches(data.x_train, data.y_train, batch, generator, data.augmentation)
+    window_loss = torch.zeros(n, device=device, dtype=torch.float64)
+    first_bad = torch.full((n,), -1, device=device, dtype=torch.long)
+    bad_loss = torch.zeros(n, device=device)
+    loss_limit = None
+    floor = math.log(max(int(data.num_classes), 2))
+
+    def record(due: list[int], step: int) -> None:
+        nonlocal window_loss
+        val_loss, val_acc = _evaluate_members(net, n, data.x_val, data.y_val)
+        test_loss, test_acc = _evaluate_members(net, n, data.x_test, data.y_test)
+        window = window_loss.tolist()
+        for i in due:
+            m = members[i]
+            t = m.start + step
+            m.history.append({
+                "iteration": t, "lr": config.lr_at(max(t - 1, 0)) if t > m.start else config.lr_at(t),
+                "train_loss": window[i] / m.window_steps if m.window_steps else float("nan"),
+                "val_loss": val_loss[i], "val_accuracy": val_acc[i], "test_loss": test_loss[i],
+                "test_accuracy": test_acc[i],
+            })
+            window_loss[i] = 0.0
+            m.window_steps = 0
+
+    def check_divergence(step: int) -> None:
+        """Stop every member whose loss broke the rule (see :func:`train`) at some step up to ``step``."""
+        bad = first_bad.tolist()
+        for i, m in enumerate(members):
+            if m.active and bad[i] >= 0:
+                t, value = m.start + bad[i], float(bad_loss[i])
+                limit = float(loss_limit[i])
+                m.error = DivergenceError(
+                    f"training diverged: the loss became {value:.4g} at iteration {t} with learning rate "
+                    f"{config.lr_at(t):g} (diverged = non-finite or above {limit:.4g}, 100 x the starting loss); "
+                    f"lower the learning rate or add warmup (TrainConfig.warmup_iterations)")
+
+    def finish_or_snapshot(step: int) -> None:
+        for i, m in enumerate(members):
+            if not m.active:
+                continue
+            if m.start + step in m.snapshot_at:
+                m.snapshots[m.start + step] = state_on_cpu(member_state(i))
+            if step == m.steps:
+                m.final_state = state_on_cpu(member_state(i))
+
+    net.train()
+    record(list(range(n)), 0)
+    finish_or_snapshot(0)
+    longest = max(m.steps for m in members)
+    for s in range(longest):
+        if not any(m.active for m in members):
+            break
+        optimizer.set_lrs([config.lr_at(m.start + s) if m.active else 0.0 for m in members])
+        drawn = {seed: next(stream) for seed, stream in streams.items()}
+        if n == 1:
+            xb, yb = drawn[members[0].seed]
+        else:
+            xb = torch.cat([drawn[m.seed][0] for m in members])
+            yb = torch.cat([drawn[m.seed][1] for m in members])
+        logits = net(xb)
+        losses = F.cross_entropy(logits, yb, reduction="none").reshape(n, batch).mean(1)
+        optimizer.zero_grad()
+        losses.sum().backward()
+        enforcer.gradients()
+        optimizer.step()
+        enforcer.weights()
+
+        loss = losses.detach()
+        if loss_limit is None:  # the divergence rule: 100 x max(first loss, ln(num_classes))
+            loss_limit = 100.0 * loss.clamp(min=floor)
+        newly = (~torch.isfinite(loss) | (loss > loss_limit)) & (first_bad < 0)
+        first_bad = torch.where(newly, s, first_bad)
+        bad_loss = torch.where(newly, loss, bad_loss)
+        window_loss += loss
+        active = [i for i, m in enumerate(members) if m.active]
+        for i in active:
+            members[i].window_steps += 1
+
+        done = s + 1
+        due = [i for i in active if done % config.eval_every == 0 or done == members[i].steps]
+        if due:
+            check_divergence(done)
+            due = [i for i in due if members[i].active]
+            if due:
+                record(due, done)
+                if n == 1:
+                    bar.set_postfix_str(f"{desc + ': ' if desc else ''}val acc "
+                                        f"{members[0].history[-1]['val_accuracy']:.3f}", refresh=False)
+        finish_or_snapshot(done)
+        bar.update(len(active))
+
+
+def _result_of(m: _Member, has_validation: bool) -> TrainResult:
+    best = min(m.history, key=lambda r: (r["val_loss"], r["iteration"])) if has_validation else m.history[-1]
+    return TrainResult(history=m.history, best_iteration=best["iteration"], final_state=m.final_state,
+                       snapshots=m.snapshots, start_iteration=m.start, iterations_trained=m.steps)
+
+
+def _check_run(config: TrainConfig, start_iteration: int, steps: int | None,
+               snapshot_at: Iterable[int]) -> tuple[int, list[int]]:
+    """Validated ``(steps, snapshot iterations)`` of one run (see :func:`train`)."""
+    if not 0 <= start_iteration <= config.iterations:
+        raise ValueError(f"start_iteration={start_iteration} must lie in [0, {config.iterations}] "
+                         f"(the run has {config.iterations} iterations)")
+    steps = config.iterations - start_iteration if steps is None else int(steps)
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    snapshot_at = sorted({int(k) for k in snapshot_at})
+    bad = [k for k in snapshot_at if not start_iteration <= k <= start_iteration + steps]
+    if bad:
+        raise ValueError(f"snapshot_at={bad} outside the trained range [{start_iteration}, "
+                         f"{start_iteration + steps}]")
+    return steps, snapshot_at
+
+
+def _mask_tensors(model: nn.Module, mask: Mask | None, pruned_values) -> tuple[dict, dict]:
+    """``({name: mask as the weight's dtype}, {name: (1 - mask) * held value})`` for one model."""
+    if mask is None:
+        if pruned_values is not None:
+            raise ValueError("pruned_values needs a mask (it says what the pruned weights are held at)")
+        return {}, {}
+    mask.validate(model)
+    params = dict(model.named_parameters())
+    masks = {n: m.to(device=params[n].device, dtype=params[n].dtype) for n, m in mask.items()}
+    if pruned_values is None:
+        return masks, {}
+    missing = [n for n in mask if n not in pruned_values]
+    if missing:
+        raise ValueError(f"pruned_values lacks entries for {missing}")
+    return masks, {n: (1 - m) * pruned_values[n].to(device=m.device, dtype=m.dtype) for n, m in masks.items()}
+
+
 def train(
     model: nn.Module,
     data: Dataset,
@@ -275,153 +572,161 @@ def train(
         desc: label of the progress bar.
 
     Raises:
-        DivergenceError: training diverged (names the iteration and learning rate). The rule, checked at every
-            step: the mini-batch loss is NaN or infinite, or it exceeds 100 times its starting value, where the
-            starting value is the larger of the first step's loss and ``ln(num_classes)`` (the loss of a uniform
-            guess), so a run that starts from trained weights is not held to its tiny first loss. A diverged run
-            raises before returning, so :func:`cached_train` never stores it.
+        DivergenceError: training diverged (names the iteration and learning rate). The rule: the mini-batch loss
+            is NaN or infinite, or it exceeds 100 times its starting value, where the starting value is the larger
+            of the first step's loss and ``ln(num_classes)`` (the loss of a uniform guess), so a run that starts
+            from trained weights is not held to its tiny first loss. The rule is evaluated on the device at every
+            step and read back at each evaluation (no per-step host-device synchronisation); the error names the
+            first step that broke it. A diverged run raises before returning, so :func:`cached_train` never
+            stores it.
         ValueError: bad ``start_iteration`` / ``snapshot_at``, or a mask that does not fit the model.
     """
-    if not 0 <= start_iteration <= config.iterations:
-        raise ValueError(f"start_iteration={start_iteration} must lie in [0, {config.iterations}] "
-                         f"(the run has {config.iterations} iterations)")
-    steps = config.iterations - start_iteration if steps is None else int(steps)
-    if steps < 0:
-        raise ValueError(f"steps must be >= 0, got {steps}")
-    end = start_iteration + steps
-    snapshot_at = sorted({int(k) for k in snapshot_at})
-    bad = [k for k in snapshot_at if not start_iteration <= k <= end]
-    if bad:
-        raise ValueError(f"snapshot_at={bad} outside the trained range [{start_iteration}, {end}]")
-
-    device = data.device
-    params = dict(model.named_parameters())
-    masked: list[tuple[torch.Tensor, torch.Tensor]] = []
-    if mask is not None:
-        mask.validate(model)
-        for name, m in mask.items():
-            p = params[name]
-            masked.append((p, m.to(device=p.device, dtype=p.dtype)))
-    masked_params = [p for p, _ in masked]
-    masked_values = [m for _, m in masked]
-    frozen_parts: list[torch.Tensor] = []  # (1 - mask) * pruned value, added back after masking
-    if pruned_values is not None:
-        if mask is None:
-            raise ValueError("pruned_values needs a mask (it says what the pruned weights are held at)")
-        missing = [n for n in mask if n not in pruned_values]
-        if missing:
-            raise ValueError(f"pruned_values lacks entries for {missing}")
-        frozen_parts = [(1 - m) * pruned_values[n].to(device=m.device, dtype=m.dtype)
-                        for n, m in zip(mask, masked_values)]
-
-    def enforce_mask_on_weights():
-        if masked:
-            with torch.no_grad():
-                torch._foreach_mul_(masked_params, masked_values)
-                if frozen_parts:
-                    torch._foreach_add_(masked_params, frozen_parts)
-
-    enforce_mask_on_weights()
-
-    if config.optimizer == "sgd":
-        optimizer = torch.optim.SGD(model.parameters(), lr=config.lr_at(start_iteration), momentum=config.momentum,
-                                    nesterov=config.nesterov, weight_decay=config.weight_decay)
-    else:
-        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr_at(start_iteration),
-                                     weight_decay=config.weight_decay)
-
-    on_device = torch.device(device)
-    generator = torch.Generator(device=on_device).manual_seed(int(seed))
-    stream = batches(data.x_train, data.y_train, config.batch_size, generator, data.augmentation)
-
-    history: list[dict] = []
-    snapshots: dict[int, dict[str, torch.Tensor]] = {}
-    window_loss, window_steps = 0.0, 0
-
-    def record(t: int) -> None:
-        nonlocal window_loss, window_steps
-        val_loss, val_acc = evaluate(model, data.x_val, data.y_val)
-        test_loss, test_acc = evaluate(model, data.x_test, data.y_test)
-        history.append({
-            "iteration": t, "lr": config.lr_at(max(t - 1, 0)) if t > start_iteration else config.lr_at(t),
-            "train_loss": window_loss / window_steps if window_steps else float("nan"),
-            "val_loss": val_loss, "val_accuracy": val_acc, "test_loss": test_loss, "test_accuracy": test_acc,
-        })
-        window_loss, window_steps = 0.0, 0
-
-    model.train()
-    record(start_iteration)
-    if start_iteration in snapshot_at:
-        snapshots[start_iteration] = state_on_cpu(model)
-
-    current_lr = None
+    steps, snapshot_at = _check_run(config, start_iteration, steps, snapshot_at)
+    masks, held = _mask_tensors(model, mask, pruned_values)
+    enforcer = _MaskEnforcer(dict(model.named_parameters()), masks, held)
+    enforcer.weights()
+    member = _Member(int(seed), int(start_iteration), steps, snapshot_at)
     with progress_for(progress, desc or "train") as bar:
         bar.total = (bar.total or 0) + steps
-        for t in range(start_iteration, end):
-            lr = config.lr_at(t)
-            if lr != current_lr:
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                current_lr = lr
-            xb, yb = next(stream)
-            loss = F.cross_entropy(model(xb), yb)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if masked:
-                grads = [p.grad for p in masked_params]
-                torch._foreach_mul_(grads, masked_values)
-            optimizer.step()
-            enforce_mask_on_weights()
-
-            loss_value = loss.item()
-            if t == start_iteration:  # divergence rule (see Raises): 100 x max(first loss, ln(num_classes))
-                loss_limit = 100.0 * max(loss_value, math.log(max(int(data.num_classes), 2)))
-            if not math.isfinite(loss_value) or loss_value > loss_limit:
-                raise DivergenceError(
-                    f"training diverged: the loss became {loss_value:.4g} at iteration {t} with learning rate "
-                    f"{lr:g} (diverged = non-finite or above {loss_limit:.4g}, 100 x the starting loss); "
-                    f"lower the learning rate or add warmup (TrainConfig.warmup_iterations)")
-            window_loss += loss_value
-            window_steps += 1
-
-            done = t + 1
-            if done in snapshot_at:
-                snapshots[done] = state_on_cpu(model)
-            if (done - start_iteration) % config.eval_every == 0 or done == end:
-                record(done)
-                bar.set_postfix_str(f"{desc + ': ' if desc else ''}val acc {history[-1]['val_accuracy']:.3f}",
-                                    refresh=False)
-            bar.update(1)
-
-    if len(data.y_val):
-        best = min(history, key=lambda r: (r["val_loss"], r["iteration"]))
-    else:
-        best = history[-1]
-    return TrainResult(
-        history=history,
-        best_iteration=best["iteration"],
-        final_state=state_on_cpu(model),
-        snapshots=snapshots,
-        start_iteration=start_iteration,
-        iterations_trained=steps,
-    )
+        _train_loop(model, [member], data, config, _TorchOptimizer(model.parameters(), config), enforcer,
+                    lambda i: model.state_dict(), bar, desc)
+    if member.error is not None:
+        raise member.error
+    return _result_of(member, len(data.y_val) > 0)
 
 
-def cached_train(model: nn.Module, data: Dataset, config: TrainConfig, *, mask: Mask | None = None, seed: int = 0,
-                 snapshot_at: Iterable[int] = (), start_iteration: int = 0, steps: int | None = None,
-                 pruned_values: dict[str, torch.Tensor] | None = None, store=None, progress=True,
-                 desc: str | None = None) -> TrainResult:
-    """:func:`train` through the run store (:mod:`lth_tutorial.store`): trained once, loaded afterwards.
+def _per_member(value, n: int, name: str, single) -> list:
+    """``value`` for every member: a list of ``n`` entries as given, or one value repeated (``single(value)``
+    says whether ``value`` is one member's option rather than a list of them)."""
+    if single(value):
+        return [value] * n
+    value = list(value)
+    if len(value) != n:
+        raise ValueError(f"{name} has {len(value)} entries for {n} members; give one per member or a single value "
+                         f"for all")
+    return value
 
-    The key covers the model's current weights (by content), architecture, data spec, config, mask, seed,
-    snapshot iterations, start iteration, step count, the values pruned weights are held at (if any) and device
-    type. On a hit the stored final weights are loaded into ``model``, so the caller sees the same model state
-    either way. ``store``: a :class:`~lth_tutorial.store.RunStore`, ``None`` for the default one, ``False`` to
-    disable caching.
+
+def _member_options(n: int, **options) -> dict[str, list]:
+    """Each of :func:`train_population`'s per-member options as a list of ``n`` entries."""
+    def iterations(v) -> bool:
+        return all(isinstance(k, numbers.Integral) for k in v)
+
+    single = {
+        "masks": lambda v: v is None or isinstance(v, Mask),
+        "seeds": lambda v: isinstance(v, numbers.Integral),
+        "snapshot_at": lambda v: iterations(list(v)),
+        "start_iterations": lambda v: isinstance(v, numbers.Integral),
+        "steps": lambda v: v is None or isinstance(v, numbers.Integral),
+        "pruned_values": lambda v: v is None or isinstance(v, Mapping),
+    }
+    return {name: _per_member(value, n, name, single[name]) for name, value in options.items()}
+
+
+def train_population(
+    models: Sequence[nn.Module],
+    data: Dataset,
+    config: TrainConfig,
+    *,
+    masks: Mask | Sequence[Mask | None] | None = None,
+    seeds: int | Sequence[int] = 0,
+    snapshot_at: Iterable[int] | Sequence[Iterable[int]] = (),
+    start_iterations: int | Sequence[int] = 0,
+    steps: int | None | Sequence[int | None] = None,
+    pruned_values: dict | Sequence[dict | None] | None = None,
+    progress=True,
+    desc: str | None = None,
+) -> PopulationResult:
+    """Train N models of one architecture as one stacked computation (:mod:`lth_tutorial.population`); each
+    member's result equals a separate :func:`train` run with its options, within float rounding.
+
+    Every member has its own initial weights (the model's current ones), mask, batch order (``seeds``), optimizer
+    state and learning-rate schedule position (``start_iterations``; all share ``config``). A member that diverges
+    is stopped and reported in ``errors``; the others go on. Members that finish earlier (fewer ``steps``) stop
+    changing at their last step. The models are trained in place (a diverged member's model keeps its start
+    weights). An architecture that cannot be stacked trains its members one after another with the same result
+    (``PopulationResult.stacked`` is then ``False``).
+
+    Args:
+        models: N >= 1 models of one architecture, on ``data.device``.
+        masks, seeds, snapshot_at, start_iterations, steps, pruned_values: as in :func:`train`, either one value
+            for all members or a list with one entry per member.
+        progress: ``True`` / ``False`` / an open :func:`progress_bar` (advanced by every member's steps).
+
+    Raises:
+        ValueError: N = 0, members of different architectures, a per-member option with the wrong number of
+            entries, a mask that does not fit a member (naming it), or any of :func:`train`'s bad options.
     """
-    from .store import default_store, state_digest
+    from . import population
 
-    store = default_store(store)
+    models = list(models)
+    n = len(models)
+    if n == 0:
+        raise ValueError("a population needs at least one member (got N = 0)")
+    options = _member_options(n, masks=masks, seeds=seeds, snapshot_at=snapshot_at,
+                              start_iterations=start_iterations, steps=steps, pruned_values=pruned_values)
+    masks, seeds, snapshot_at = options["masks"], options["seeds"], options["snapshot_at"]
+    starts, steps, pruned_values = options["start_iterations"], options["steps"], options["pruned_values"]
+
+    population.check_same_architecture(models)
+    problems = population.unsupported(models[0])
+    members, member_masks, member_held = [], [], []
+    for i, model in enumerate(models):
+        try:
+            run_steps, snaps = _check_run(config, int(starts[i]), steps[i], snapshot_at[i])
+            mask_tensors, held = _mask_tensors(model, masks[i], pruned_values[i])
+        except ValueError as err:
+            raise ValueError(f"member {i}: {err}") from None
+        members.append(_Member(int(seeds[i]), int(starts[i]), run_steps, snaps))
+        member_masks.append(mask_tensors)
+        member_held.append(held)
+
+    if problems:  # fall back: the same loop, one member at a time
+        results, errors = [], []
+        with progress_for(progress, desc or "train") as bar:
+            for i, model in enumerate(models):
+                try:
+                    results.append(train(model, data, config, mask=masks[i], seed=seeds[i], snapshot_at=snapshot_at[i],
+                                         start_iteration=starts[i], steps=steps[i], pruned_values=pruned_values[i],
+                                         progress=bar, desc=desc))
+                    errors.append(None)
+                except DivergenceError as err:
+                    results.append(None)
+                    errors.append(err)
+        return PopulationResult(results, errors, stacked=False)
+
+    net = population.stack(models)
+    params = dict(net.named_parameters())
+    names = list(dict.fromkeys(name for m in member_masks for name in m))
+    stacked_masks = {name: torch.stack([m.get(name, torch.ones_like(params[name][0])) for m in member_masks])
+                     for name in names}
+    stacked_held = {}
+    if any(member_held):
+        stacked_held = {name: torch.stack([h.get(name, torch.zeros_like(params[name][0])) for h in member_held])
+                        for name in names}
+    enforcer = _MaskEnforcer(params, stacked_masks, stacked_held)
+    enforcer.weights()
+    with progress_for(progress, desc or f"population of {n}") as bar:
+        bar.total = (bar.total or 0) + sum(m.steps for m in members)
+        _train_loop(net, members, data, config, _StackedOptimizer(list(net.parameters()), config, n), enforcer,
+                    lambda i: population.member_state(net, i), bar, desc)
+    has_val = len(data.y_val) > 0
+    for model, m in zip(models, members):
+        if m.error is None:
+            model.load_state_dict({k: v.to(data.device) for k, v in m.final_state.items()})
+    return PopulationResult([None if m.error else _result_of(m, has_val) for m in members],
+                            [m.error for m in members])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Through the run store
+
+
+def _train_parts(model: nn.Module, data: Dataset, config: TrainConfig, mask, seed, snapshot_at, start_iteration,
+                 steps, pruned_values) -> dict:
+    """The run-store key parts of one training run: identical for a solo run and a population member."""
+    from .store import state_digest
+
     parts = {
         "kind": "train",
         "arch": getattr(model, "arch_name", type(model).__name__),
@@ -437,6 +742,26 @@ def cached_train(model: nn.Module, data: Dataset, config: TrainConfig, *, mask: 
     }
     if pruned_values is not None:
         parts["pruned_values"] = pruned_values
+    return parts
+
+
+def cached_train(model: nn.Module, data: Dataset, config: TrainConfig, *, mask: Mask | None = None, seed: int = 0,
+                 snapshot_at: Iterable[int] = (), start_iteration: int = 0, steps: int | None = None,
+                 pruned_values: dict[str, torch.Tensor] | None = None, store=None, progress=True,
+                 desc: str | None = None) -> TrainResult:
+    """:func:`train` through the run store (:mod:`lth_tutorial.store`): trained once, loaded afterwards.
+
+    The key covers the model's current weights (by content), architecture, data spec, config, mask, seed,
+    snapshot iterations, start iteration, step count, the values pruned weights are held at (if any) and device
+    type -- the same key a population member with these options gets (:func:`cached_train_population`), so solo
+    and population runs share the cache both ways. On a hit the stored final weights are loaded into ``model``,
+    so the caller sees the same model state either way. ``store``: a :class:`~lth_tutorial.store.RunStore`,
+    ``None`` for the default one, ``False`` to disable caching.
+    """
+    from .store import default_store
+
+    store = default_store(store)
+    parts = _train_parts(model, data, config, mask, seed, snapshot_at, start_iteration, steps, pruned_values)
 
     def compute():
         result = train(model, data, config, mask=mask, seed=seed, snapshot_at=snapshot_at,
@@ -447,3 +772,48 @@ def cached_train(model: nn.Module, data: Dataset, config: TrainConfig, *, mask: 
     result = store.cached(parts, compute, decode=lambda payload: TrainResult(**payload))
     model.load_state_dict({k: v.to(data.device) for k, v in result.final_state.items()})
     return result
+
+
+def cached_train_population(models: Sequence[nn.Module], data: Dataset, config: TrainConfig, *, masks=None,
+                            seeds=0, snapshot_at=(), start_iterations=0, steps=None, pruned_values=None,
+                            store=None, progress=True, desc: str | None = None) -> PopulationResult:
+    """:func:`train_population` through the run store: members already stored are loaded, the rest train as one
+    population, and every member that finished is stored under the key its :func:`cached_train` run would have
+    (diverged members are not stored). Options as in :func:`train_population`; the models end in their final
+    states either way."""
+    from .store import UncacheableError, UncachedRunWarning, canonical_key, default_store
+
+    models = list(models)
+    n = len(models)
+    if n == 0:
+        raise ValueError("a population needs at least one member (got N = 0)")
+    store = default_store(store)
+    per = _member_options(n, masks=masks, seeds=seeds, snapshot_at=snapshot_at, start_iterations=start_iterations,
+                          steps=steps, pruned_values=pruned_values)
+    keys: list[str | None] = []
+    for i, model in enumerate(models):
+        parts = _train_parts(model, data, config, per["masks"][i], per["seeds"][i], per["snapshot_at"][i],
+                             per["start_iterations"][i], per["steps"][i], per["pruned_values"][i])
+        try:
+            keys.append(canonical_key(parts) if store.enabled else None)
+        except UncacheableError as err:
+            warnings.warn(f"member {i} is not cached: {err}", UncachedRunWarning, stacklevel=2)
+            keys.append(None)
+    decode = lambda payload: TrainResult(**payload)  # noqa: E731
+    results: list[TrainResult | None] = [store.get(k, decode) if k is not None else None for k in keys]
+    errors: list[DivergenceError | None] = [None] * n
+    missing = [i for i in range(n) if results[i] is None]
+    stacked = True
+    if missing:
+        trained = train_population([models[i] for i in missing], data, config,
+                                   **{name: [values[i] for i in missing] for name, values in per.items()},
+                                   progress=progress, desc=desc)
+        stacked = trained.stacked
+        for j, i in enumerate(missing):
+            results[i], errors[i] = trained.results[j], trained.errors[j]
+            if results[i] is not None and keys[i] is not None:
+                store.put(keys[i], dataclasses.asdict(results[i]))
+    for model, result in zip(models, results):
+        if result is not None:
+            model.load_state_dict({k: v.to(data.device) for k, v in result.final_state.items()})
+    return PopulationResult(results, errors, stacked)
