@@ -13,6 +13,11 @@ resnet20           CIFAR ResNet (He et al. 2016): 3 stages x 3 basic      Kaimin
                    blocks, 16/32/64 channels, projection shortcuts
 mnist1d_cnn        three 1-D convs (32 channels, kernel 5, stride 2)      Kaiming normal
                    -> FC classes, for sequences ``(L,)`` or ``(1, L)``
+vgg1d              1-D VGG with batch norm (16, M, 32, M, 64 channels),   Kaiming normal
+                   global average pool, one FC layer, for sequences
+                   (chapter 07's network slimming)
+gap_cnn            three 1-D (kernel 5) or 2-D (kernel 3) convs, 32      Kaiming normal
+                   channels, stride 2, global average pooling -> FC
 =================  ====================================================  ======================
 
 Biases start at zero; batch-norm layers at weight 1, bias 0, or -- with ``build(..., batchnorm_init="uniform")`` or a
@@ -116,6 +121,37 @@ class VGG(nn.Module):
         return self.fc(self.features(x).mean(dim=(2, 3)))
 
 
+class VGG1d(nn.Module):
+    """The VGG above in one dimension, for sequences ``(L,)`` or ``(1, L)`` (MNIST-1D): Conv1d (kernel 3, no bias)
+    -> BatchNorm1d -> ReLU per entry of ``config`` ("M" = max-pool 2), global average pooling, one FC layer.
+
+    ``vgg1d`` = ``[16, "M", 32, "M", 64]``: batch norm after every conv, small enough to train in seconds on a
+    CPU; chapter 07 slims its channels by their batch-norm scales (network slimming, Liu et al. 2017).
+    """
+
+    def __init__(self, input_shape, num_classes, config=(16, "M", 32, "M", 64)):
+        super().__init__()
+        if len(input_shape) not in (1, 2):
+            raise ValueError(f"vgg1d needs inputs shaped (length,) or (channels, length), got {input_shape}")
+        c, length = (1, input_shape[0]) if len(input_shape) == 1 else input_shape
+        layers: list[nn.Module] = []
+        for item in config:
+            if item == "M":
+                if length > 1:
+                    layers.append(nn.MaxPool1d(2))
+                    length //= 2
+            else:
+                layers += [nn.Conv1d(c, item, 3, padding=1, bias=False), nn.BatchNorm1d(item), nn.ReLU()]
+                c = item
+        self.features = nn.Sequential(*layers)
+        self.fc = nn.Linear(c, num_classes)
+
+    def forward(self, x):
+        if x.dim() == 2:
+            x = x.unsqueeze(1)
+        return self.fc(self.features(x).mean(dim=2))
+
+
 class BasicBlock(nn.Module):
     def __init__(self, c_in, c_out, stride):
         super().__init__()
@@ -201,6 +237,39 @@ class ResidualMLP(nn.Module):
         return self.linear3(h)
 
 
+class GapCNN(nn.Module):
+    """Conv trunk + global average pooling + one FC layer, for ticket transfer (Morcos et al. 2019).
+
+    ``(L,)`` or ``(C, L)`` inputs use Conv1d (kernel 5), ``(C, H, W)`` inputs Conv2d (kernel 3): ``channels``
+    convs at stride 2, each followed by ReLU; then the mean over every position (global average pooling) and
+    ``fc``: ``(N, channels[-1]) -> (N, classes)``. Because of the pooling, every parameter except ``fc``'s has a
+    shape independent of the input's length / height / width, so a trunk found on one input size trains on another
+    (Morcos et al. put global average pooling before the classifier for this reason).
+    """
+
+    def __init__(self, input_shape, num_classes, channels=(32, 32, 32)):
+        super().__init__()
+        if len(input_shape) in (1, 2):
+            c, conv, kernel = (1 if len(input_shape) == 1 else input_shape[0]), nn.Conv1d, 5
+        elif len(input_shape) == 3:
+            c, conv, kernel = input_shape[0], nn.Conv2d, 3
+        else:
+            raise ValueError(f"gap_cnn needs inputs shaped (length,), (channels, length) or (channels, height, "
+                             f"width), got {tuple(input_shape)}")
+        self.sequence_input = len(input_shape) == 1
+        layers: list[nn.Module] = []
+        for width in channels:
+            layers += [conv(c, width, kernel, stride=2, padding=kernel // 2), nn.ReLU()]
+            c = width
+        self.features = nn.Sequential(*layers)
+        self.fc = nn.Linear(c, num_classes)
+
+    def forward(self, x):
+        if self.sequence_input:
+            x = x.unsqueeze(1)
+        return self.fc(self.features(x).flatten(2).mean(2))
+
+
 _GLOROT, _KAIMING = "glorot", "kaiming"
 
 _BUILDERS: dict[str, tuple[Callable[..., nn.Module], str]] = {
@@ -213,7 +282,9 @@ _BUILDERS: dict[str, tuple[Callable[..., nn.Module], str]] = {
     "vgg19": (lambda s, k: VGG(_check_image_shape("vgg19", s), k, VGG_CONFIGS["vgg19"]), _KAIMING),
     "resnet20": (lambda s, k: ResNetCifar(_check_image_shape("resnet20", s), k, 3), _KAIMING),
     "mnist1d_cnn": (lambda s, k: Mnist1dCNN(s, k), _KAIMING),
+    "vgg1d": (lambda s, k: VGG1d(s, k), _KAIMING),
     "residual_mlp": (lambda s, k, width=500: ResidualMLP(s, k, width), _KAIMING),
+    "gap_cnn": (lambda s, k: GapCNN(s, k), _KAIMING),
 }
 
 

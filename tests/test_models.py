@@ -9,7 +9,7 @@ from lth_tutorial.masks import prunable_parameters
 SHAPES = {
     "lenet_300_100": (40,), "mnist1d_cnn": (40,), "conv2": (1, 8, 8), "conv4": (3, 32, 32), "conv6": (1, 8, 8),
     "vgg11": (1, 8, 8), "vgg16": (3, 32, 32), "vgg19": (3, 32, 32), "resnet20": (3, 32, 32),
-    "residual_mlp": (40,),
+    "residual_mlp": (40,), "vgg1d": (40,), "gap_cnn": (40,),
 }
 
 
