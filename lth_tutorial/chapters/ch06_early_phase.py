@@ -1,0 +1,405 @@
+"""Chapter 06 (Frankle, Schwab & Morcos 2020, "The Early Phase of Neural Network Training"; survey Fig. 9 A-F): the
+tickets, the perturbation sweeps of every panel, the figure, the claims and the panel.
+
+The perturbations themselves are the library's (:mod:`lth_tutorial.perturbations`); IMP is :mod:`lth_tutorial.imp`.
+Every perturbed ticket is trained the way the ticket is: from iteration ``k`` to ``T`` under the ticket's mask, with
+the ticket's seed (so the unperturbed start loads IMP's own cached round).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import ipywidgets as W
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from .. import claims, imp, models, perturbations as P, plots, presets
+from ..data import Dataset
+from ..masks import Mask, random_mask_like
+from ..presets import RunSpec
+from ..rewinding import make_reset
+from ..training import TrainConfig, cached_train, progress_for
+from ..widgets import Panel
+
+__all__ = ["Ticket", "setting", "find_tickets", "PERTURBATIONS", "PANELS", "perturbed_start", "train_from",
+           "perturbation_sweep", "pretraining_sweep", "sparse_pretraining_sweep", "per_seed", "references", "figure",
+           "summary_table",
+           "finding_claims", "PerturbationPanel", "PAPER"]
+
+#: what the survey reports for each panel (Frankle et al. 2020b, ResNet-20 on CIFAR-10), drawn beside our bars.
+PAPER = {
+    "A": "paper: any sign or magnitude from iteration 0 hurts at high sparsity",
+    "B": "paper: every permutation falls to the k = 0 level",
+    "C": "paper: same-sign shuffles within a filter stay at the ticket's level",
+    "D": "paper: larger noise, lower accuracy",
+    "E": "paper: brief random-label pre-training closes part of the gap to k = 0",
+    "F": "paper: sparse pre-training does not rescue a bad mask",
+}
+PANEL_TITLES = {
+    "A": "A: signs and magnitudes", "B": "B: permutations", "C": "C: same-sign permutations",
+    "D": "D: Gaussian noise", "E": "E: dense pre-training before IMP", "F": "F: sparse pre-training, random mask",
+}
+
+
+@dataclass
+class Ticket:
+    """One seed's matching ticket and its references, at the last IMP round.
+
+    Attributes:
+        seed: seed of W_0 and of the batch order.
+        k: the rewinding iteration.
+        mask: the IMP mask (rewinding to k) at the last round.
+        init, rewound: full state dicts W_0 and W_k of the dense run (CPU).
+        accuracy: final test accuracy of the ticket (W_k under the mask, trained from k).
+        k0_accuracy: the same round of IMP with rewinding to 0 (its own masks).
+        dense_accuracy: final test accuracy of the dense run.
+        density: fraction of weights the mask keeps.
+    """
+
+    seed: int
+    k: int
+    mask: Mask
+    init: dict
+    rewound: dict
+    accuracy: float
+    k0_accuracy: float
+    dense_accuracy: float
+    density: float = field(init=False)
+
+    def __post_init__(self):
+        self.density = self.mask.density
+
+
+def setting(quick: bool) -> tuple[RunSpec, dict]:
+    """The chapter's run spec and its own settings (``seeds``, ``k``, ``snapshots``, ``kinds`` (the perturbations of
+    panels A-D run over all seeds), ``noise_scales``, ``pretrain_steps``, ``paper``).
+
+    Quick: the quick form of the ``resnet20_cifar10`` preset (the MNIST-1D CNN, SGD 0.2 with momentum, no warmup)
+    shortened to 300 iterations with the same relative step schedule, 2 IMP rounds of 70 % (9 % of the weights
+    left), k = 20, noise at 0.5 and 2 sigma, 20 pre-training steps; ``random signs`` is left to the widget. Full:
+    ResNet-20 on CIFAR-10 with Frankle & Carbin's schedule, 14 rounds of 20 % (4.4 % left), k = 500 (Frankle et al.
+    2020b rewind ResNet-20 to 500 and 2,000), every perturbation, noise at 0.25-2 sigma, 2,000 pre-training steps.
+    """
+    preset = presets.get("resnet20_cifar10")
+    if quick:
+        config = preset.quick.config
+        T = 300
+        config = config.replace(iterations=T, milestones=tuple(round(m * T / config.iterations)
+                                                               for m in config.milestones), eval_every=T // 4)
+        spec = preset.quick.replace(config=config, rounds=2, fraction=0.7,
+                                    runtime="about 1 s per training run on a 2-core CPU (one torch thread)")
+        extra = {"seeds": [0, 1, 2], "k": 20, "snapshots": (0, 10, 20, 40, 80), "noise_scales": (0.5, 2.0),
+                 "kinds": [k for k in PERTURBATIONS if k != "random signs"], "pretrain_steps": 20}
+    else:
+        spec = preset.full.replace(rounds=14)
+        extra = {"seeds": [0, 1, 2], "k": 500, "snapshots": (0, 250, 500, 1000, 2000),
+                 "noise_scales": (0.25, 0.5, 1.0, 2.0), "kinds": list(PERTURBATIONS), "pretrain_steps": 2000}
+    extra["paper"] = (preset.paper + ". Frankle et al. (2020b) perturb ResNet-20 tickets on CIFAR-10 rewound to "
+                                     "k = 500 and k = 2,000 iterations")
+    return spec, extra
+
+
+def _imp(data: Dataset, spec: RunSpec, reset, seed: int, snapshots, store, progress):
+    return imp.run(data, spec.model, spec.config, rounds=spec.rounds, fraction=spec.fraction, scope=spec.scope,
+                   output_fraction=spec.output_fraction, reset=reset, controls=(), seed=seed, store=store,
+                   snapshot_at=snapshots, progress=progress, keep_weights=False)
+
+
+def find_tickets(data: Dataset, spec: RunSpec, k: int, seeds: Sequence[int], *, snapshots: Sequence[int] = (),
+                 store=None, progress=False) -> list[Ticket]:
+    """IMP with rewinding to ``k`` and to 0 for every seed (one shared dense run per seed, keeping ``snapshots``);
+    returns the last round's :class:`Ticket` per seed."""
+    snapshots = tuple(sorted({0, int(k), *(int(s) for s in snapshots)}))
+    out = []
+    with progress_for(progress, "tickets") as bar:
+        for seed in seeds:
+            ticket = _imp(data, spec, make_reset("rewind", rewind_to=k), seed, snapshots, store, bar)
+            k0 = _imp(data, spec, make_reset("rewind", rewind_to=0), seed, snapshots, store, bar)
+            dense = ticket.rounds[0].ticket
+            out.append(Ticket(seed, int(k), ticket.rounds[-1].mask.cpu(), dense.snapshots[0], dense.snapshots[k],
+                              ticket.rounds[-1].ticket.final_test_accuracy, k0.rounds[-1].ticket.final_test_accuracy,
+                              dense.final_test_accuracy))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Panels A-D: perturb W_k, train from k
+
+#: name -> (panel, start(ticket, generator, scale) -> state dict).
+PERTURBATIONS: dict[str, tuple[str, Callable]] = {
+    "signs k, magnitudes 0": ("A", lambda t, g, s: P.combine(t.mask, signs=t.rewound, magnitudes=t.init)),
+    "signs 0, magnitudes k": ("A", lambda t, g, s: P.combine(t.mask, signs=t.init, magnitudes=t.rewound)),
+    "random signs": ("A", lambda t, g, s: P.random_signs(t.rewound, t.mask, g)),
+    **{f"permute {scope}": ("B", lambda t, g, s, scope=scope: P.permute(t.rewound, t.mask, scope, g))
+       for scope in P.SCOPES},
+    **{f"same-sign {scope}": ("C", lambda t, g, s, scope=scope: P.permute(t.rewound, t.mask, scope, g,
+                                                                          same_sign=True))
+       for scope in P.SCOPES},
+    "noise": ("D", lambda t, g, s: P.add_noise(t.rewound, t.mask, g, s, P.init_std(t.init, t.mask))),
+}
+PANELS = tuple(PANEL_TITLES)
+
+
+def perturbed_start(ticket: Ticket, kind: str, scale: float = 1.0) -> dict:
+    """The start state of perturbation ``kind`` (a key of :data:`PERTURBATIONS`, or ``"ticket"`` for W_k itself) for
+    one ticket; the generator is seeded by the ticket's seed and ``kind``, so the same call gives the same state."""
+    if kind == "ticket":
+        return P.combine(ticket.mask, signs=ticket.rewound, magnitudes=ticket.rewound)
+    if kind not in PERTURBATIONS:
+        raise ValueError(f"unknown perturbation {kind!r}; valid: ticket, {', '.join(PERTURBATIONS)}")
+    index = list(PERTURBATIONS).index(kind)
+    generator = torch.Generator().manual_seed(10_007 * (ticket.seed + 1) + index)
+    return PERTURBATIONS[kind][1](ticket, generator, scale)
+
+
+def train_from(state: dict, mask: Mask, data: Dataset, spec: RunSpec, seed: int, start_iteration: int, *,
+               steps: int | None = None, store=None, progress=False, desc: str = "perturbed") -> float:
+    """Final test accuracy of ``spec.model`` started at ``state`` under ``mask``, trained from ``start_iteration``
+    (through the run store)."""
+    net = models.build(spec.model, data.input_shape, data.num_classes, seed=seed, device=data.device)
+    net.load_state_dict({k: v.to(data.device) for k, v in state.items()})
+    return cached_train(net, data, spec.config, mask=mask, seed=seed, start_iteration=start_iteration, steps=steps,
+                        store=store, progress=progress, desc=desc).final_test_accuracy
+
+
+def perturbation_sweep(tickets: Sequence[Ticket], data: Dataset, spec: RunSpec, kinds: Sequence[str],
+                       noise_scales: Sequence[float] = (1.0,), *, store=None, progress=False) -> list[dict]:
+    """Panels A-D: one row per (seed, perturbation[, noise scale]) with ``panel``, ``kind``, ``label``, ``scale``,
+    ``seed`` and ``accuracy`` (final test accuracy after training from k)."""
+    rows = []
+    with progress_for(progress, "perturbations") as bar:
+        for t in tickets:
+            for kind in kinds:
+                panel = PERTURBATIONS[kind][0]
+                for scale in (noise_scales if kind == "noise" else (None,)):
+                    state = perturbed_start(t, kind, 1.0 if scale is None else scale)
+                    acc = train_from(state, t.mask, data, spec, t.seed, t.k, store=store, progress=bar, desc=kind)
+                    label = kind if scale is None else f"noise {scale:g} sigma"
+                    rows.append({"panel": panel, "kind": kind, "label": label, "scale": scale, "seed": t.seed,
+                                 "accuracy": acc})
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Panels E and F: pre-training
+
+
+def pretraining_sweep(tickets: Sequence[Ticket], data: Dataset, spec: RunSpec, steps: int,
+                      tasks: Sequence[str] = ("random_labels", "orientation"), *, snapshots: Sequence[int] = (),
+                      store=None, progress=False) -> list[dict]:
+    """Panel E: pre-train the dense W_0 for ``steps`` steps on each task, then run IMP with every round restarting
+    from the pre-trained weights (:class:`lth_tutorial.perturbations.PretrainedReset`). Rows as
+    :func:`perturbation_sweep`'s (``accuracy``: IMP's last round) plus ``pretrain_test_accuracy``, the pre-training
+    run's final accuracy on its own task's test set (for random labels that set keeps its real labels)."""
+    rows = []
+    snapshots = tuple(sorted({0, *(int(s) for s in snapshots)}))
+    with progress_for(progress, "pre-training") as bar:
+        for t in tickets:
+            for task in tasks:
+                net = models.build(spec.model, data.input_shape, data.num_classes, seed=t.seed, device=data.device)
+                pre = P.pretrain(net, data, spec.config, steps, task=task, seed=t.seed, store=store, progress=bar)
+                result = _imp(data, spec, P.PretrainedReset(pre.final_state, task), t.seed,
+                              tuple(sorted({*snapshots, t.k})), store, bar)
+                rows.append({"panel": "E", "kind": f"pre-train: {task}", "label": f"dense pre-train: {task}",
+                             "scale": None, "seed": t.seed, "accuracy": result.rounds[-1].ticket.final_test_accuracy,
+                             "pretrain_test_accuracy": pre.final_test_accuracy})
+    return rows
+
+
+def sparse_pretraining_sweep(tickets: Sequence[Ticket], data: Dataset, spec: RunSpec, steps: int,
+                             task: str = "orientation", *, store=None, progress=False) -> list[dict]:
+    """Panel F: a random mask with the ticket's per-layer counts, from W_0, trained as is (T steps from 0) and after
+    ``steps`` steps of *sparse* pre-training on ``task`` under that mask."""
+    rows = []
+    with progress_for(progress, "sparse pre-training") as bar:
+        for t in tickets:
+            mask = random_mask_like(t.mask, torch.Generator().manual_seed(7_919 * (t.seed + 1)))
+            start = P.combine(mask, signs=t.init, magnitudes=t.init)
+            plain = train_from(start, mask, data, spec, t.seed, 0, store=store, progress=bar, desc="random mask")
+            net = models.build(spec.model, data.input_shape, data.num_classes, seed=t.seed, device=data.device)
+            net.load_state_dict({k: v.to(data.device) for k, v in start.items()})
+            pre = P.pretrain(net, data, spec.config, steps, task=task, mask=mask, seed=t.seed, store=store,
+                             progress=bar)
+            after = train_from(pre.final_state, mask, data, spec, t.seed, 0, store=store, progress=bar,
+                               desc="random mask, pre-trained")
+            rows += [{"panel": "F", "kind": "random mask", "label": "random mask from W_0", "scale": None,
+                      "seed": t.seed, "accuracy": plain},
+                     {"panel": "F", "kind": f"random mask, sparse pre-train: {task}",
+                      "label": f"random mask, sparse pre-train: {task}", "scale": None, "seed": t.seed,
+                      "accuracy": after}]
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Figure and claims
+
+
+def per_seed(rows: Sequence[dict], label: str) -> np.ndarray:
+    """Accuracies of one bar (its ``label``), ordered by seed."""
+    chosen = sorted((r["seed"], r["accuracy"]) for r in rows if r["label"] == label)
+    if not chosen:
+        raise ValueError(f"no rows labelled {label!r}; labels: {sorted({r['label'] for r in rows})}")
+    return np.array([a for _, a in chosen])
+
+
+def references(tickets: Sequence[Ticket]) -> dict[str, np.ndarray]:
+    """The reference accuracies per seed: ``dense``, the ticket, and IMP with rewinding to 0."""
+    return {"dense": np.array([t.dense_accuracy for t in tickets]),
+            f"ticket (rewind to k = {tickets[0].k})": np.array([t.accuracy for t in tickets]),
+            "IMP, rewind to k = 0": np.array([t.k0_accuracy for t in tickets])}
+
+
+def figure(tickets: Sequence[Ticket], rows: Sequence[dict], title: str = ""):
+    """Survey Fig. 9 A-F from our runs: one panel per survey panel (two columns), a bar per perturbation (mean over
+    seeds, min-max error bar, a dot per seed), the ticket, k = 0 and dense accuracies as lines with their min-max
+    band, and the paper's statement (in the panel's title) drawn as a dotted line at the level it speaks of. One
+    legend for all panels, below them, outside the data."""
+    refs = references(tickets)
+    styles = dict(zip(refs, [dict(color="k", ls="--"), dict(color="tab:blue", ls="-"), dict(color="tab:red", ls="-")]))
+    panels = [p for p in PANELS if any(r["panel"] == p for r in rows)]
+    n_rows = (len(panels) + 1) // 2
+    fig, axes = plt.subplots(n_rows, 2, figsize=(14, 2.9 * n_rows + 0.8), layout="constrained", squeeze=False)
+    low = min(min(v.min() for v in refs.values()), min(r["accuracy"] for r in rows))
+    for ax, panel in zip(axes.flat, panels):
+        labels = list(dict.fromkeys(r["label"] for r in rows if r["panel"] == panel))
+        for x, label in enumerate(labels):
+            v = 100 * per_seed(rows, label)
+            ax.barh(x, v.mean(), color="tab:gray", alpha=0.5)
+            ax.errorbar(v.mean(), x, xerr=[[v.mean() - v.min()], [v.max() - v.mean()]], color="k", capsize=3)
+            ax.plot(v, np.full(v.size, x), "k.", ms=4)
+        for name, v in refs.items():
+            ax.axvline(100 * v.mean(), label=f"{name}: mean, band = min-max over seeds", lw=1.2, **styles[name])
+            ax.axvspan(100 * v.min(), 100 * v.max(), color=styles[name]["color"], alpha=0.08)
+        level = refs["IMP, rewind to k = 0"] if panel in ("A", "B") else refs[f"ticket (rewind to k = {tickets[0].k})"]
+        plots.paper_reference(ax, 100 * level.mean(), "the paper's statement (panel title), at the level it names",
+                              axis="x")
+        ax.set_yticks(range(len(labels)), labels, fontsize=8)
+        ax.set_xlim(max(0.0, 100 * low - 5), 100)
+        ax.set_xlabel("test accuracy after training (%)", fontsize=9)
+        ax.set_title(f"{PANEL_TITLES[panel]}\n{PAPER[panel]}", fontsize=9, loc="left")
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def finding_claims(tickets: Sequence[Ticket], rows: Sequence[dict], noise_scales: Sequence[float]) -> list:
+    """The chapter's claims, each over seeds (:mod:`lth_tutorial.claims`):
+
+    * ``rewinding_matters``: the ticket (rewind to k) beats IMP with rewinding to 0;
+    * ``global_permutation_hurts``: the ticket beats its globally permuted self;
+    * ``layer_permutation_hurts``: the ticket beats its within-layer permutation;
+    * ``same_sign_filter_helps``: a same-sign shuffle within filters beats a plain shuffle within filters;
+    * ``signs_from_k_help``: signs of k with magnitudes of 0 beat signs of 0 with magnitudes of k;
+    * ``large_noise_hurts``: the ticket beats its noisiest version;
+    * ``small_vs_large_noise``: the smallest noise beats the largest;
+    * ``random_labels_vs_k0``: IMP from random-label pre-training beats IMP with rewinding to 0;
+    * ``ticket_beats_sparse_pretrained_random``: the ticket beats a randomly pruned, sparsely pre-trained net.
+    """
+    refs = references(tickets)
+    ticket, k0 = refs[f"ticket (rewind to k = {tickets[0].k})"], refs["IMP, rewind to k = 0"]
+    density = f"{100 * tickets[0].density:.3g} % of the weights"
+    labels = {r["label"] for r in rows}
+    lo, hi = f"noise {min(noise_scales):g} sigma", f"noise {max(noise_scales):g} sigma"
+    wanted = [  # (id, statement, first, second, names): first/second are a bar's label or per-seed values
+        ("rewinding_matters", f"rewinding to k = {tickets[0].k} beats rewinding to 0 at {density}", ticket, k0,
+         (f"rewind k={tickets[0].k}", "rewind k=0")),
+        ("global_permutation_hurts", "the ticket beats its global permutation", ticket, "permute global",
+         ("ticket", "permute global")),
+        ("layer_permutation_hurts", "the ticket beats its within-layer permutation", ticket, "permute layer",
+         ("ticket", "permute layer")),
+        ("same_sign_filter_helps", "a same-sign shuffle within filters beats a plain one", "same-sign filter",
+         "permute filter", ("same-sign filter", "permute filter")),
+        ("signs_from_k_help", "signs of k (magnitudes of 0) beat magnitudes of k (signs of 0)",
+         "signs k, magnitudes 0", "signs 0, magnitudes k", ("signs k, mag 0", "signs 0, mag k")),
+        ("large_noise_hurts", f"the ticket beats {hi}", ticket, hi, ("ticket", hi)),
+        ("small_vs_large_noise", f"{lo} beats {hi}", lo, hi, (lo, hi)),
+        ("random_labels_vs_k0", "IMP from random-label pre-training beats rewinding to 0",
+         "dense pre-train: random_labels", k0, ("random labels", "k = 0")),
+        ("ticket_beats_sparse_pretrained_random", "the ticket beats a sparsely pre-trained random mask", ticket,
+         "random mask, sparse pre-train: orientation", ("ticket", "random mask, pre-trained")),
+    ]
+    found = []
+    for cid, statement, a, b, names in wanted:
+        if any(isinstance(x, str) and x not in labels for x in (a, b)):
+            continue  # that bar was not run
+        a = per_seed(rows, a) if isinstance(a, str) else a
+        b = per_seed(rows, b) if isinstance(b, str) else b
+        found.append(claims.compare(cid, statement, a, b, names=names))
+    return found
+
+
+def summary_table(tickets: Sequence[Ticket], rows: Sequence[dict]):
+    """The closing table: every reference and every bar, mean and min-max of the final test accuracy over seeds,
+    indexed by (panel, bar); references have panel ``"-"``."""
+    import pandas as pd
+
+    entries = [("-", name, v) for name, v in references(tickets).items()]
+    entries += [(panel, label, per_seed(rows, label)) for label, panel in dict.fromkeys((r["label"], r["panel"])
+                                                                                        for r in rows)]
+    return pd.DataFrame([{"panel": p, "bar": b, "mean": v.mean(), "min": v.min(), "max": v.max(), "seeds": v.size}
+                         for p, b, v in entries]).set_index(["panel", "bar"])
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The panel
+
+
+class PerturbationPanel(Panel):
+    """Pick a perturbation, its noise scale and the rewinding iteration k; Run finds seed 0's ticket rewound to k
+    (IMP through the store, sharing the chapter's dense run), perturbs it, trains it and draws its accuracy beside
+    the ticket's and k = 0's (the last eight runs stay on the chart).
+
+    Args:
+        data, spec: the chapter's dataset and run spec.
+        snapshots: the dense run's snapshots (the k on offer), as passed to :func:`find_tickets`.
+        seed: the seed of the ticket.
+    """
+
+    title = "Perturb a ticket: pick a perturbation and k, press Run"
+
+    def __init__(self, data: Dataset, spec: RunSpec, snapshots: Sequence[int], seed: int = 0, store=None):
+        super().__init__()
+        self.data, self.spec, self.seed, self.store = data, spec, seed, store
+        self.snapshots = tuple(sorted({int(k) for k in snapshots}))
+        self.kind = W.Dropdown(options=list(PERTURBATIONS), value="permute layer", description="perturbation")
+        self.scale = W.FloatLogSlider(value=1.0, base=2, min=-3, max=2, step=0.5, description="noise scale")
+        self.k = W.SelectionSlider(options=list(self.snapshots), value=self.snapshots[min(2, len(self.snapshots) - 1)],
+                                   description="k")
+        self.controls = [self.kind, self.scale, self.k]
+        self.history: list[dict] = []
+        self.figure = None
+
+    def run(self) -> dict:
+        """Train the chosen perturbation of seed ``self.seed``'s ticket; returns the new entry of the chart."""
+        k, kind, scale = int(self.k.value), self.kind.value, float(self.scale.value)
+        self.status.value = f"ticket rewound to k = {k}, then {kind}..."
+        with self.output:
+            ticket = find_tickets(self.data, self.spec, k, [self.seed], snapshots=self.snapshots, store=self.store,
+                                  progress=True)[0]
+            acc = train_from(perturbed_start(ticket, kind, scale), ticket.mask, self.data, self.spec, self.seed, k,
+                             store=self.store, progress=True, desc=kind)
+        entry = {"label": f"{kind}{f' {scale:g} sigma' if kind == 'noise' else ''}, k = {k}", "accuracy": acc,
+                 "ticket": ticket.accuracy, "k0": ticket.k0_accuracy}
+        self.history = (self.history + [entry])[-8:]
+        self.output.clear_output(wait=True)
+        with self.output:
+            self.figure, ax = plt.subplots(figsize=(8, 0.5 + 0.45 * len(self.history)), layout="constrained")
+            y = np.arange(len(self.history))
+            ax.barh(y, [100 * e["accuracy"] for e in self.history], color="tab:gray", alpha=0.6, label="perturbed")
+            ax.plot([100 * e["ticket"] for e in self.history], y, "o", color="tab:blue", label="ticket (same k)")
+            ax.plot([100 * e["k0"] for e in self.history], y, "s", color="tab:red", label="IMP, rewind to 0")
+            ax.set_yticks(y, [e["label"] for e in self.history], fontsize=8)
+            ax.set_xlabel(f"test accuracy (%), seed {self.seed}, {100 * ticket.density:.3g} % of the weights")
+            ax.set_xlim(max(0, 100 * min(min(e["accuracy"], e["k0"]) for e in self.history) - 5), 100)
+            plots.legend_outside(ax)
+            plt.show()
+        self.status.value = (f"{entry['label']}: {100 * acc:.1f} % (ticket {100 * ticket.accuracy:.1f} %, "
+                             f"k = 0: {100 * ticket.k0_accuracy:.1f} %)")
+        return entry
