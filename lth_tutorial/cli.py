@@ -131,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     sub.add_parser("presets", help="list the named experiment presets")
+    from .assignments import add_cli as add_assignments_cli
+
+    add_assignments_cli(sub)  # lth assignments build [--out DIR] | grade NOTEBOOK
     return parser
 
 
@@ -299,13 +302,11 @@ def cmd_imp(args) -> int:
               f"  store: {run_store.root if run_store.enabled else 'off (--no-cache)'}")
         print(HEADER, flush=True)
         started = time.perf_counter()
-        results = []
-        for seed in args.seeds:
-            results.append(imp.run(
-                dataset, spec.model, config, rounds=spec.rounds, fraction=spec.fraction, scope=spec.scope,
-                output_fraction=spec.output_fraction, reset=reset, controls=controls, seed=seed, store=run_store,
-                progress=not args.no_progress, keep_weights=False,
-                on_round=lambda r, seed=seed: print(_row(r, seed), flush=True)))
+        results = imp.run_seeds(  # the seeds' rounds train side by side as populations
+            dataset, spec.model, config, args.seeds, rounds=spec.rounds, fraction=spec.fraction, scope=spec.scope,
+            output_fraction=spec.output_fraction, reset=reset, controls=controls, store=run_store,
+            progress=not args.no_progress, keep_weights=False,
+            on_round=lambda seed, r: print(_row(r, seed), flush=True))
         elapsed = time.perf_counter() - started
 
         import io
@@ -357,6 +358,8 @@ def main(argv: list[str] | None = None) -> int:
     saved_format = warnings.formatwarning
     warnings.formatwarning = _one_line_warning  # library warnings (cache, data) print as one line each
     try:
+        if args.command == "assignments":
+            return args.run(args)
         return {"imp": cmd_imp, "presets": cmd_presets}[args.command](args)
     except UsageError as err:
         print(f"lth {args.command}: error: {err}", file=sys.stderr)

@@ -18,6 +18,7 @@ from there with bit-identical masks and accuracies, and repeating a run loads it
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
@@ -34,9 +35,9 @@ from .data import Dataset
 from .masks import Mask, prune, random_mask_like
 from .rewinding import Reset, label, make_reset
 from .store import RunStore, atomic_write, default_store
-from .training import TrainConfig, TrainResult, cached_train, progress_for, state_on_cpu
+from .training import TrainConfig, TrainResult, cached_train_population, progress_for, state_on_cpu
 
-__all__ = ["RoundResult", "IMPResult", "run", "compare_resets", "compare_resets_over_seeds", "dense_accuracies", "CONTROLS", "check_seed",
+__all__ = ["RoundResult", "IMPResult", "run", "run_seeds", "compare_resets", "compare_resets_over_seeds", "dense_accuracies", "CONTROLS", "check_seed",
            "PrunedAwayWarning", "MAX_SEED"]
 
 CONTROLS = ("reinit", "random")
@@ -217,95 +218,180 @@ def run(
         (the network is then cut in two and trains to chance), IMP stops before that round with a
         :class:`PrunedAwayWarning`; ``settings["rounds_completed"]`` says how many pruned rounds were trained.
 
+    A round's ticket and its controls train as one population (:func:`lth_tutorial.training.train_population`)
+    when the architecture can be stacked; :func:`run_seeds` runs several seeds' chains side by side.
+
     Raises:
         ValueError: a bad setting (e.g. ``seed`` not a whole number in ``[0, 2**32)``), before anything trains.
     """
-    seed = check_seed(seed)
+    return run_seeds(data, model, config, [seed], rounds=rounds, fraction=fraction, scope=scope,
+                     output_fraction=output_fraction, reset=reset, controls=controls, store=store,
+                     snapshot_at=snapshot_at, progress=progress, keep_weights=keep_weights,
+                     on_round=None if on_round is None else lambda seed, r: on_round(r))[0]
+
+
+@dataclass
+class _Chain:
+    """One seed's IMP run while it is being built, round by round."""
+
+    seed: int
+    net: torch.nn.Module
+    init_state: dict[str, torch.Tensor]
+    settings: dict
+    results: list[RoundResult] = field(default_factory=list)
+    dense: TrainResult | None = None
+    previous: TrainResult | None = None
+    mask: Mask | None = None
+    stopped: bool = False
+
+
+def run_seeds(
+    data: Dataset,
+    model: str,
+    config: TrainConfig,
+    seeds: Sequence[int],
+    rounds: int = 8,
+    fraction: float = 0.2,
+    scope: str = "global",
+    output_fraction: float | None = None,
+    reset: str | Reset = "init",
+    controls: Iterable[str] = CONTROLS,
+    store: RunStore | bool | None = None,
+    snapshot_at: Iterable[int] = (),
+    progress: bool = True,
+    on_round: Callable[[int, RoundResult], None] | None = None,
+    keep_weights: bool = True,
+) -> list[IMPResult]:
+    """:func:`run` for several seeds at once: one :class:`IMPResult` per seed, in the order given, each equal to
+    its own :func:`run` (within float rounding) and stored under the same run-store keys.
+
+    The chains advance round by round together: in round r every seed's ticket and controls train as one
+    population (:func:`lth_tutorial.training.cached_train_population`), which on a CPU costs little more than one
+    network at the quick-mode sizes. A seed whose next round would empty a layer stops (with a
+    :class:`PrunedAwayWarning`) while the others go on. ``on_round(seed, round_result)`` is called as each round
+    finishes. A diverged run raises its :class:`~lth_tutorial.training.DivergenceError` after the other members
+    of its population are stored.
+    """
+    seeds = [check_seed(s) for s in seeds]
+    if not seeds:
+        raise ValueError("seeds must name at least one seed")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must differ, got {seeds}")
     controls = _validate(rounds, fraction, scope, controls, output_fraction)
     reset = make_reset(reset)
     reset.validate(config)  # bad reset options fail here, before anything is trained or cached
     store = default_store(store)
     device = data.device
 
-    net = models.build(model, data.input_shape, data.num_classes, seed=seed, device=device)
-    init_state = state_on_cpu(net)
+    chains = []
+    for seed in seeds:
+        net = models.build(model, data.input_shape, data.num_classes, seed=seed, device=device)
+        settings = {
+            "dataset": data.spec, "model": model, "config": config.to_dict(), "rounds": int(rounds),
+            "fraction": float(fraction), "scope": scope, "output_fraction": output_fraction,
+            "reset": reset.describe(), "controls": list(controls), "seed": int(seed), "device": device.type,
+            "rounds_completed": 0,
+        }
+        chains.append(_Chain(seed, net, state_on_cpu(net), settings))
+    template = chains[0].net
     layer_fractions = {}
     if output_fraction is not None:
-        layer_fractions[models.output_weight_name(net)] = float(output_fraction)
+        layer_fractions[models.output_weight_name(template)] = float(output_fraction)
+    uses = cost.weight_uses(template, data.input_shape)
 
-    settings = {
-        "dataset": data.spec, "model": model, "config": config.to_dict(), "rounds": int(rounds),
-        "fraction": float(fraction), "scope": scope, "output_fraction": output_fraction,
-        "reset": reset.describe(), "controls": list(controls), "seed": int(seed), "device": device.type,
-        "rounds_completed": 0,
-    }
+    def flops_of(result: TrainResult, m: Mask) -> int:
+        return cost.train_flops(template, data.input_shape, result.iterations_trained, config.batch_size, m, uses)
 
-    def load_into(state: dict) -> None:
+    def network(state: dict) -> torch.nn.Module:
+        net = copy.deepcopy(template)
         net.load_state_dict({k: v.to(device) for k, v in state.items()})
+        return net
 
-    results: list[RoundResult] = []
-    with progress_for(progress, f"IMP {model}") as bar:
-        # Round 0: the dense network, keeping the snapshots the reset strategy will read.
-        mask = Mask.ones(net)
-        dense_snapshots = sorted({0, *reset.snapshots_needed(config), *(int(k) for k in snapshot_at)})
-        dense = cached_train(net, data, config, mask=None, seed=seed, snapshot_at=dense_snapshots,
-                             store=store, progress=bar, desc="dense")
-        uses = cost.weight_uses(net, data.input_shape)
+    def train_members(members: list[dict], desc: str, bar) -> list[TrainResult]:
+        """Train ``[{state, mask, seed, start_iteration, steps, snapshot_at}]`` as one population through the
+        store; raise the first divergence after the others are stored."""
+        trained = cached_train_population(
+            [network(m["state"]) for m in members], data, config, masks=[m["mask"] for m in members],
+            seeds=[m["seed"] for m in members], snapshot_at=[m.get("snapshot_at", ()) for m in members],
+            start_iterations=[m.get("start_iteration", 0) for m in members],
+            steps=[m.get("steps") for m in members], store=store, progress=bar, desc=desc)
+        for error in trained.errors:
+            if error is not None:
+                raise error
+        return trained.results
 
-        def flops_of(result: TrainResult, m: Mask) -> int:
-            return cost.train_flops(net, data.input_shape, result.iterations_trained, config.batch_size, m, uses)
-
-        round0 = RoundResult(0, mask, dense, start_state=init_state if keep_weights else None,
-                             train_flops=flops_of(dense, mask))
-        results.append(round0)
+    def finish(chain: _Chain, round_result: RoundResult) -> None:
+        chain.results.append(round_result)
         if on_round:
-            on_round(round0)
+            on_round(chain.seed, round_result)
 
-        previous = dense
+    with progress_for(progress, f"IMP {model}" + (f", {len(seeds)} seeds" if len(seeds) > 1 else "")) as bar:
+        # Round 0: the dense networks, keeping the snapshots the reset strategy will read.
+        dense_snapshots = sorted({0, *reset.snapshots_needed(config), *(int(k) for k in snapshot_at)})
+        denses = train_members([{"state": c.init_state, "mask": None, "seed": c.seed, "snapshot_at": dense_snapshots}
+                                for c in chains], "dense", bar)
+        for chain, dense in zip(chains, denses):
+            chain.dense = chain.previous = dense
+            chain.mask = Mask.ones(chain.net)
+            finish(chain, RoundResult(0, chain.mask, dense, start_state=chain.init_state if keep_weights else None,
+                                      train_flops=flops_of(dense, chain.mask)))
+
         for r in range(1, rounds + 1):
-            final_weights = {n: previous.final_state[n] for n in mask}
-            next_mask = prune(scores.magnitude(final_weights), fraction, mask.cpu(), scope, layer_fractions)
-            emptied = [name for name, m in next_mask.items() if not bool(m.any())]
-            if emptied:
-                warnings.warn(f"round {r} would prune every weight of {', '.join(emptied)}; IMP stops after round "
-                              f"{r - 1} of {rounds}", PrunedAwayWarning, stacklevel=2)
+            members, owners = [], []  # owners[i] = (chain, kind, start state, mask) of members[i]
+            for chain in chains:
+                if chain.stopped:
+                    continue
+                final_weights = {n: chain.previous.final_state[n] for n in chain.mask}
+                next_mask = prune(scores.magnitude(final_weights), fraction, chain.mask.cpu(), scope, layer_fractions)
+                emptied = [name for name, m in next_mask.items() if not bool(m.any())]
+                if emptied:
+                    warnings.warn(f"seed {chain.seed}: round {r} would prune every weight of {', '.join(emptied)}; "
+                                  f"IMP stops after round {r - 1} of {rounds}", PrunedAwayWarning, stacklevel=2)
+                    chain.stopped = True
+                    continue
+                chain.mask = next_mask
+                start = reset.start(init_state=chain.init_state, dense=chain.dense, previous=chain.previous,
+                                    config=config)
+                ticket_state = state_on_cpu(next_mask.apply(network(start.state)))
+                schedule = {"seed": chain.seed, "start_iteration": start.start_iteration, "steps": start.steps}
+                members.append({"state": ticket_state, "mask": next_mask, **schedule})
+                owners.append((chain, "ticket", ticket_state, next_mask))
+                for kind in controls:
+                    if kind == "reinit":  # the ticket's mask, a fresh random initialisation
+                        fresh = models.build(model, data.input_shape, data.num_classes,
+                                             seed=_control_seed(chain.seed, r, kind), device=device)
+                        state, control_mask = state_on_cpu(fresh), next_mask
+                    else:  # a random mask, same per-layer counts, the ticket's start weights
+                        gen = torch.Generator().manual_seed(_control_seed(chain.seed, r, kind))
+                        state, control_mask = start.state, random_mask_like(next_mask, gen)
+                    members.append({"state": state, "mask": control_mask, **schedule})
+                    owners.append((chain, kind, state, control_mask))
+            if not members:
                 break
-            mask = next_mask
-            start = reset.start(init_state=init_state, dense=dense, previous=previous, config=config)
-            load_into(start.state)
-            mask.apply(net)
-            start_state = state_on_cpu(net)
-            ticket = cached_train(net, data, config, mask=mask, seed=seed, start_iteration=start.start_iteration,
-                                  steps=start.steps, store=store, progress=bar,
-                                  desc=f"round {r} ticket")
-            round_result = RoundResult(r, mask, ticket, start_state=start_state if keep_weights else None,
-                                       train_flops=flops_of(ticket, mask))
+            trained = train_members(members, f"round {r}", bar)
 
-            for kind in controls:
-                if kind == "reinit":
-                    fresh = models.build(model, data.input_shape, data.num_classes,
-                                         seed=_control_seed(seed, r, kind), device=device)
-                    load_into(state_on_cpu(fresh))
-                    control_mask = mask
-                else:  # random mask, same per-layer counts, same start weights as the ticket
-                    gen = torch.Generator().manual_seed(_control_seed(seed, r, kind))
-                    control_mask = random_mask_like(mask, gen)
-                    load_into(start.state)
-                round_result.controls[kind] = cached_train(
-                    net, data, config, mask=control_mask, seed=seed, start_iteration=start.start_iteration,
-                    steps=start.steps, store=store, progress=bar, desc=f"round {r} {kind}")
-                round_result.control_masks[kind] = control_mask
+            by_chain: dict[int, RoundResult] = {}
+            for (chain, kind, state, m), result in zip(owners, trained):
+                if kind == "ticket":
+                    by_chain[chain.seed] = RoundResult(r, m, result, start_state=state if keep_weights else None,
+                                                       train_flops=flops_of(result, m))
+                else:
+                    by_chain[chain.seed].controls[kind] = result
+                    by_chain[chain.seed].control_masks[kind] = m
+            for chain in chains:
+                round_result = by_chain.get(chain.seed)
+                if round_result is None:
+                    continue
+                ticket = round_result.ticket
+                chain.previous = ticket  # the next round prunes from the ticket's final weights
+                if not keep_weights:  # only `previous` (the latest round) keeps its weights in memory
+                    round_result.ticket = dataclasses.replace(ticket, final_state={}, snapshots={})
+                    round_result.controls = {k: dataclasses.replace(c, final_state={})
+                                             for k, c in round_result.controls.items()}
+                chain.settings["rounds_completed"] = r
+                finish(chain, round_result)
+    return [IMPResult(c.results, c.settings, c.init_state) for c in chains]
 
-            results.append(round_result)
-            previous = ticket  # the next round prunes from the ticket's final weights
-            if not keep_weights:  # only `previous` (the latest round) keeps its weights in memory
-                round_result.ticket = dataclasses.replace(ticket, final_state={}, snapshots={})
-                round_result.controls = {k: dataclasses.replace(c, final_state={})
-                                         for k, c in round_result.controls.items()}
-            settings["rounds_completed"] = r
-            if on_round:
-                on_round(round_result)
-    return IMPResult(results, settings, init_state)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -342,20 +428,22 @@ def compare_resets(data: Dataset, model: str, config: TrainConfig, resets: Itera
 def dense_accuracies(data: Dataset, model: str, config: TrainConfig, seeds: Iterable[int], *,
                      snapshot_at: Iterable[int] = (), store: RunStore | bool | None = None,
                      progress=False) -> np.ndarray:
-    """Final test accuracy of the dense network for each seed (shape ``(len(seeds),)``).
+    """Final test accuracy of the dense network for each seed (shape ``(len(seeds),)``), trained as one population.
 
     Pass the ``snapshot_at`` used by :func:`compare_resets` so the seed it used loads the same cached dense run.
     """
     shared = tuple(sorted({0, *(int(k) for k in snapshot_at)}))
-    return np.array([run(data, model, config, rounds=0, controls=(), seed=s, store=store, snapshot_at=shared,
-                         progress=progress).rounds[0].ticket.final_test_accuracy for s in seeds])
+    results = run_seeds(data, model, config, list(seeds), rounds=0, controls=(), store=store, snapshot_at=shared,
+                        progress=progress)
+    return np.array([r.rounds[0].ticket.final_test_accuracy for r in results])
 
 
 def compare_resets_over_seeds(data: Dataset, spec, resets: Sequence[Reset | str], seeds: Iterable[int], *,
                               rounds: int | None = None, snapshot_at: Iterable[int] = (), store=None,
                               progress=False):
-    """:func:`compare_resets` once per seed (each seed its own shared dense run), as one
-    :func:`lth_tutorial.tables.strategy_table` (a row per strategy, seed and round; ``seed`` column set).
+    """:func:`compare_resets` for several seeds (each seed its own shared dense run; for each strategy the seeds
+    train side by side as populations, :func:`run_seeds`), as one :func:`lth_tutorial.tables.strategy_table` (a
+    row per strategy, seed and round; ``seed`` column set).
 
     Args:
         spec: a :class:`lth_tutorial.presets.RunSpec`: model, training config, fraction, scope and (unless ``rounds`` is given) rounds.
@@ -367,12 +455,15 @@ def compare_resets_over_seeds(data: Dataset, spec, resets: Sequence[Reset | str]
 
     from .tables import strategy_table
 
-    snapshot_at = tuple(snapshot_at)
-    parts = []
-    for seed in seeds:
-        results = compare_resets(data, spec.model, spec.config, list(resets),
-                                 rounds=spec.rounds if rounds is None else rounds, fraction=spec.fraction,
-                                 scope=spec.scope, output_fraction=spec.output_fraction, seed=seed,
-                                 snapshot_at=snapshot_at, store=store, progress=progress)
-        parts.append(strategy_table(results))
-    return pd.concat(parts, ignore_index=True)
+    seeds = list(seeds)
+    resets = [make_reset(r) for r in resets]
+    for r in resets:
+        r.validate(spec.config)
+    shared = _snapshots(resets, spec.config, snapshot_at)
+    by_reset = {label(r): run_seeds(data, spec.model, spec.config, seeds, rounds=spec.rounds if rounds is None else rounds,
+                                    fraction=spec.fraction, scope=spec.scope, output_fraction=spec.output_fraction,
+                                    reset=r, controls=(), store=store, snapshot_at=shared, progress=progress,
+                                    keep_weights=False)
+                for r in resets}
+    return pd.concat([strategy_table({name: results[i] for name, results in by_reset.items()})
+                      for i in range(len(seeds))], ignore_index=True)

@@ -245,7 +245,8 @@ class PopulationResult:
         results: each member's :class:`TrainResult`, or ``None`` for a member that diverged.
         errors: ``None``, or the :class:`DivergenceError` that stopped that member (the others trained on).
         stacked: whether the members trained as one stacked computation (``False``: one after another, because
-            the architecture cannot be stacked; see :func:`lth_tutorial.population.unsupported`).
+            the architecture cannot be stacked -- see :func:`lth_tutorial.population.unsupported` -- or because
+            there was a single member, which then trains exactly as :func:`train` would).
     """
 
     results: list[TrainResult | None]
@@ -681,7 +682,7 @@ def train_population(
         member_masks.append(mask_tensors)
         member_held.append(held)
 
-    if problems:  # fall back: the same loop, one member at a time
+    if problems or n == 1:  # one member at a time through the same loop (one member: exactly train())
         results, errors = [], []
         with progress_for(progress, desc or "train") as bar:
             for i, model in enumerate(models):

@@ -26,6 +26,7 @@ def _forbid_work(monkeypatch):
 
     monkeypatch.setattr(data, "load", forbidden)
     monkeypatch.setattr(imp, "run", forbidden)
+    monkeypatch.setattr(imp, "run_seeds", forbidden)
 
 
 @pytest.mark.parametrize("argv,needle", [
@@ -266,7 +267,7 @@ def test_ctrl_c_ends_with_one_line_and_status_130(capsys, tmp_path, monkeypatch)
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(imp, "run", interrupted)
+    monkeypatch.setattr(imp, "run_seeds", interrupted)
     code, out, err = _run(SMALL + ["--out", str(tmp_path)], capsys)
     assert code == 130
     assert err.strip().splitlines() == ["lth imp: interrupted; finished rounds are cached, rerun the same command "

@@ -110,10 +110,11 @@ def test_interrupted_run_resumes_and_matches_uninterrupted(tmp_path, monkeypatch
                 on_round=kill_after_round_1)
 
     trained = []
-    real_train = training.train
-    monkeypatch.setattr(training, "train", lambda *a, **k: trained.append(k.get("desc")) or real_train(*a, **k))
+    real_train = training.train_population
+    monkeypatch.setattr(training, "train_population",
+                        lambda nets, *a, **k: trained.append((k.get("desc"), len(nets))) or real_train(nets, *a, **k))
     resumed = imp.run(data, "lenet_300_100", cfg, rounds=ROUNDS, fraction=FRACTION, seed=1, store=s, progress=False)
-    assert trained == [f"round {r} {kind}" for r in (2, 3) for kind in ("ticket", "reinit", "random")]
+    assert trained == [("round 2", 3), ("round 3", 3)]  # each round's ticket and two controls as one population
     assert [r.mask for r in resumed.rounds] == [r.mask for r in reference.rounds]
     assert repr(resumed.records()) == repr(reference.records())
 
@@ -136,11 +137,35 @@ def test_numpy_integer_seed_is_accepted():
 
 def test_imp_stops_with_a_warning_before_a_layer_loses_every_weight(monkeypatch):
     trained = []
-    real_train = training.train
-    monkeypatch.setattr(training, "train", lambda *a, **k: trained.append(k.get("desc")) or real_train(*a, **k))
+    real_train = training.train_population
+    monkeypatch.setattr(training, "train_population",
+                        lambda *a, **k: trained.append(k.get("desc")) or real_train(*a, **k))
     with pytest.warns(imp.PrunedAwayWarning, match=r"round 3 would prune every weight of fc\.weight"):
         res = imp.run(blobs(), "lenet_300_100", tiny_config(iterations=2, eval_every=2), rounds=1000, fraction=0.9,
                       scope="layer", controls=(), store=False, progress=False)
     assert len(res.rounds) == 3 and res.settings["rounds_completed"] == 2 and res.settings["rounds"] == 1000
-    assert trained == ["dense", "round 1 ticket", "round 2 ticket"]
+    assert trained == ["dense", "round 1", "round 2"]
     assert all(bool(m.any()) for r in res.rounds for m in r.mask.values())
+
+
+def test_seeds_side_by_side_equal_separate_runs_and_share_their_cache(tmp_path, monkeypatch):
+    """run_seeds trains every seed's ticket and controls of a round as one population; each seed's result equals
+    its own run() (float rounding aside), and the two share the run store both ways."""
+    data, cfg, store = blobs(), tiny_config(), RunStore(tmp_path)
+    together = imp.run_seeds(data, "lenet_300_100", cfg, [0, 1], rounds=2, fraction=0.5, store=store, progress=False)
+    trained = []
+    real_train = training.train_population
+    monkeypatch.setattr(training, "train_population",
+                        lambda nets, *a, **k: trained.append(len(nets)) or real_train(nets, *a, **k))
+    for seed, joint in zip((0, 1), together):
+        alone = imp.run(data, "lenet_300_100", cfg, rounds=2, fraction=0.5, seed=seed, store=False, progress=False)
+        assert [r.mask for r in alone.rounds] == [r.mask for r in joint.rounds]
+        for a, b in zip(alone.records(), joint.records()):
+            assert (a["kind"], a["round"], a["seed"]) == (b["kind"], b["round"], b["seed"])
+            assert a["final_test_accuracy"] == pytest.approx(b["final_test_accuracy"], abs=1e-9)
+            assert a["history"][-1]["test_loss"] == pytest.approx(b["history"][-1]["test_loss"], rel=1e-4)
+        cached = imp.run(data, "lenet_300_100", cfg, rounds=2, fraction=0.5, seed=seed, store=store, progress=False)
+        assert repr(cached.records()) == repr(joint.records())
+    assert trained == [1, 3, 3] * 2  # the store=False runs trained; the cached ones loaded everything
+    with pytest.raises(ValueError, match="seeds must differ"):
+        imp.run_seeds(data, "lenet_300_100", cfg, [0, 0], rounds=1, store=store, progress=False)

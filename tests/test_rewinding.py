@@ -137,13 +137,13 @@ def test_search_cost_adds_up(data, tmp_path, reset, steps_per_round):
 
 def test_one_dense_run_is_shared_by_every_k(data, tmp_path, monkeypatch):
     calls = []
-    real_train = training.train
+    real_train = training.train_population
 
-    def counting_train(*args, **kwargs):
-        calls.append((kwargs.get("mask") is None, kwargs.get("start_iteration", 0)))
-        return real_train(*args, **kwargs)
+    def counting_train(nets, *args, **kwargs):
+        calls.extend((m is None, k) for m, k in zip(kwargs["masks"], kwargs["start_iterations"]))
+        return real_train(nets, *args, **kwargs)
 
-    monkeypatch.setattr(training, "train", counting_train)
+    monkeypatch.setattr(training, "train_population", counting_train)
     store = RunStore(tmp_path)
     for reset in [make_reset("rewind", rewind_to=2), make_reset("rewind", rewind_to=6),
                   make_reset("lr_rewind", rewind_to=0), "init"]:

@@ -5,7 +5,7 @@ claims judged against the spread over seeds, and the MNIST-1D authors' own lotte
 * :func:`quick_spec` -- the quick setting this chapter runs (the preset's quick spec, shortened to afford 3 seeds);
 * :func:`departures` -- the settings in which one :class:`~lth_tutorial.presets.RunSpec` departs from another
   (quick mode vs the paper), computed from the specs so the list cannot go stale;
-* :func:`run_seeds` -- :func:`lth_tutorial.imp.run` once per seed, all advancing one progress bar;
+* :func:`run_seeds` -- :func:`lth_tutorial.imp.run_seeds` (all seeds side by side), one progress bar;
 * :func:`lottery_claims` -- ticket vs random re-initialisation vs random pruning, and matching the dense network,
   as :mod:`lth_tutorial.claims` over seeds;
 * :func:`figure4` -- the survey's Fig. 4 (panels A and B) from our runs, the paper's densities drawn beside ours,
@@ -64,12 +64,13 @@ def quick_spec(preset_quick: RunSpec, rounds: int = 4, fraction: float = 0.6, it
 
 def run_seeds(data: Dataset, spec: RunSpec, seeds: Sequence[int], *, controls=imp.CONTROLS, progress=True,
               store=None, desc: str = "IMP") -> list[imp.IMPResult]:
-    """:func:`lth_tutorial.imp.run` of ``spec`` once per seed (with the given controls), one progress bar for all
-    of them. Returns one :class:`~lth_tutorial.imp.IMPResult` per seed, in the order of ``seeds``."""
+    """:func:`lth_tutorial.imp.run_seeds` of ``spec`` (with the given controls): every seed's round trains as one
+    population, one progress bar for all. Returns one :class:`~lth_tutorial.imp.IMPResult` per seed, in the order
+    of ``seeds``."""
     with progress_for(progress, f"{desc}, {len(seeds)} seeds") as bar:
-        return [imp.run(data, spec.model, spec.config, rounds=spec.rounds, fraction=spec.fraction, scope=spec.scope,
-                        output_fraction=spec.output_fraction, controls=controls, seed=s, store=store, progress=bar)
-                for s in seeds]
+        return imp.run_seeds(data, spec.model, spec.config, seeds, rounds=spec.rounds, fraction=spec.fraction,
+                             scope=spec.scope, output_fraction=spec.output_fraction, controls=controls, store=store,
+                             progress=bar)
 
 
 def per_seed(records, kind: str, round_index: int, metric: str = "best_test_accuracy") -> np.ndarray:
