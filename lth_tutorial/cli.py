@@ -130,6 +130,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-cache", action="store_true", help="do not read or write the run store")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
+    p = sub.add_parser("reproduce", help="a paper figure as one command (writes results.json, figure.png, "
+                                          "table.md)")
+    p.add_argument("figure", choices=("fc-lenet",), help="fc-lenet: Frankle & Carbin's LeNet-300-100 figure")
+    p.add_argument("--full", action="store_true", help="the paper's setting (MNIST, 50,000 iterations per run; GPU)")
+    p.add_argument("--project", type=_positive_int, metavar="ITERATIONS",
+                   help="time the full figure with runs cut to ITERATIONS and print the scaled time (a projection)")
+    p.add_argument("--seeds", type=_seed, nargs="+", default=[0, 1, 2, 3, 4], help="seeds (distinct)")
+    p.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, cuda:N, mps")
+    p.add_argument("--threads", type=_positive_int, help="PyTorch CPU threads (default: as lth imp)")
+    p.add_argument("--out", type=Path, help="output folder (default results/FIGURE)")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the run store")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
     sub.add_parser("presets", help="list the named experiment presets")
     from .assignments import add_cli as add_assignments_cli
 
@@ -331,6 +344,31 @@ def cmd_imp(args) -> int:
     return 0
 
 
+def cmd_reproduce(args) -> int:
+    from . import reproduce, store
+    from .device import configure_threads, pick
+
+    if len(set(args.seeds)) != len(args.seeds):
+        raise UsageError("--seeds must be distinct")
+    try:
+        device = pick(args.device)
+        configure_threads(args.threads, not (args.full or args.project), device)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    out = store.check_writable(args.out or Path("results") / args.figure, "--out")
+    summary = reproduce.reproduce(args.figure, full=args.full, project=args.project, seeds=args.seeds, out=out,
+                                  device=device, store_=store.RunStore(enabled=not args.no_cache),
+                                  progress=not args.no_progress)
+    print(summary["table"])
+    print(f"{summary['mode']} run on {summary['device']} ({summary['threads']} threads), data: {summary['data']}; "
+          f"wrote {', '.join(summary['paths'])}")
+    if "projected_seconds" in summary:
+        print(f"{summary['projection']}: projected full figure {summary['projected_seconds'] / 60:.1f} min on this "
+              f"machine")
+    print(f"done in {summary['elapsed_seconds']:.1f} s")
+    return 0
+
+
 def cmd_presets(args) -> int:
     from . import presets
 
@@ -360,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "assignments":
             return args.run(args)
-        return {"imp": cmd_imp, "presets": cmd_presets}[args.command](args)
+        return {"imp": cmd_imp, "presets": cmd_presets, "reproduce": cmd_reproduce}[args.command](args)
     except UsageError as err:
         print(f"lth {args.command}: error: {err}", file=sys.stderr)
         return 2
