@@ -1,9 +1,10 @@
 """lth_tutorial: the library behind the Lottery Ticket Hypothesis tutorial notebooks.
 
 Two layers. The library, one module per method family or tool: :mod:`data`, :mod:`models`, :mod:`masks`,
-:mod:`scores`, :mod:`training`, :mod:`imp`, :mod:`rewinding`, :mod:`criteria`, :mod:`supermasks`, :mod:`cost`,
-:mod:`store`, :mod:`tables`, :mod:`plots`, :mod:`claims`, :mod:`widgets`, :mod:`presets`, :mod:`cli`,
-:mod:`device`, :mod:`notebook`. And :mod:`lth_tutorial.chapters`, one module per notebook with what only that
+:mod:`scores`, :mod:`pruning_at_init`, :mod:`training`, :mod:`population`, :mod:`imp`, :mod:`rewinding`,
+:mod:`criteria`, :mod:`supermasks`, :mod:`stability`, :mod:`perturbations`, :mod:`early_bird`, :mod:`transfer`,
+:mod:`cost`, :mod:`store`, :mod:`tables`, :mod:`plots`, :mod:`claims`, :mod:`widgets`, :mod:`presets`,
+:mod:`reproduce`, :mod:`assignments`, :mod:`cli`, :mod:`device`, :mod:`notebook`. And :mod:`lth_tutorial.chapters`, one module per notebook with what only that
 chapter needs; the library never imports a chapter.
 """
 
