@@ -20,6 +20,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -495,9 +496,9 @@ def _train_loop(net: nn.Module, members: list[_Member], data: Dataset, config: T
             due = [i for i in due if members[i].active]
             if due:
                 record(due, done)
-                if n == 1:
-                    bar.set_postfix_str(f"{desc + ': ' if desc else ''}val acc "
-                                        f"{members[0].history[-1]['val_accuracy']:.3f}", refresh=False)
+                accuracy = np.mean([members[i].history[-1]["val_accuracy"] for i in due])
+                bar.set_postfix_str(f"{desc + ': ' if desc else ''}{'mean ' if n > 1 else ''}val acc "
+                                    f"{accuracy:.3f}", refresh=False)
         finish_or_snapshot(done)
         bar.update(len(active))
 
