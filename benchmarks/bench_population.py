@@ -26,19 +26,10 @@ import torch
 
 from bench_trainer import matmul_peak, sync, synthetic_mnist, time_plain
 from lth_tutorial import models
-from lth_tutorial.data import Dataset
+from lth_tutorial.data import Dataset, random_dataset
 from lth_tutorial.masks import prune
 from lth_tutorial.scores import magnitude
 from lth_tutorial.training import TrainConfig, train, train_population
-
-
-def synthetic(n: int, features: int, device) -> Dataset:
-    """Random inputs of ``features`` values and 10 classes (the content does not change the arithmetic)."""
-    g = torch.Generator().manual_seed(1)
-    x = torch.rand(n, features, generator=g).to(device)
-    y = torch.randint(0, 10, (n,), generator=g).to(device)
-    return Dataset("synthetic", x, y, x[:0], y[:0], x[:100], y[:100], 10, (features,),
-                   spec={"name": "synthetic", "n": n, "features": features})
 
 
 def members(data: Dataset, n: int, device) -> tuple[list, list]:
@@ -90,7 +81,7 @@ def main(argv=None):
     n, it, dev = args.members, args.iterations, args.device
 
     mnist = synthetic_mnist(12_000, dev)
-    quick = synthetic(4_000, 40, dev)
+    quick = random_dataset((40,), 10, (4_000, 0, 100), seed=1, device=dev, name="synthetic")
     for d, b in ((mnist, 60), (quick, 100)):  # warm-up
         time_population(d, n, b, 50, dev), time_solo_runs(d, 2, b, 50, dev)
     time_plain(mnist, 50, dev)

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch.nn.utils import prune as torch_prune
 
 from lth_tutorial import models
-from lth_tutorial.data import Dataset
+from lth_tutorial.data import Dataset, random_dataset
 from lth_tutorial.masks import prune, to_torch_prune
 from lth_tutorial.scores import magnitude
 from lth_tutorial.training import TrainConfig, train
@@ -35,12 +35,7 @@ BATCH = 60
 
 
 def synthetic_mnist(n: int, device) -> Dataset:
-    g = torch.Generator().manual_seed(0)
-    x = torch.rand(n, 784, generator=g).to(device)
-    y = torch.randint(0, 10, (n,), generator=g).to(device)
-    empty_x, empty_y = x[:0], y[:0]
-    return Dataset("synthetic_mnist", x, y, empty_x, empty_y, x[:BATCH], y[:BATCH], 10, (784,),
-                   spec={"name": "synthetic_mnist", "n": n})
+    return random_dataset((784,), 10, (n, 0, BATCH), device=device, name="synthetic_mnist")
 
 
 def masked_lenet(device):

@@ -42,6 +42,7 @@ __all__ = [
     "Dataset",
     "DatasetUnavailableError",
     "load",
+    "random_dataset",
     "names",
     "OFFLINE_DATASETS",
     "batches",
@@ -242,6 +243,20 @@ def load(
 
 # ----------------------------------------------------------------------------------------------------------------
 # Batches and augmentation
+
+
+def random_dataset(input_shape: tuple[int, ...], num_classes: int, sizes: tuple[int, int, int], *, seed: int = 0,
+                   device: str | torch.device = "cpu", name: str = "random") -> Dataset:
+    """Uniform random inputs in [0, 1) of ``input_shape`` with uniform random labels, ``sizes = (train, validation,
+    test)`` examples, drawn from a CPU generator seeded with ``seed``. For timing only (benchmarks, projections): the
+    arithmetic of training does not depend on the values, its accuracy means nothing."""
+    g = torch.Generator().manual_seed(int(seed))
+    splits = [(torch.rand(n, *input_shape, generator=g).to(device),
+               torch.randint(0, num_classes, (n,), generator=g).to(device)) for n in sizes]
+    (x_train, y_train), (x_val, y_val), (x_test, y_test) = splits
+    return Dataset(name, x_train, y_train, x_val, y_val, x_test, y_test, num_classes, tuple(input_shape),
+                   spec={"name": name, "random": True, "input_shape": list(input_shape), "sizes": list(sizes),
+                         "seed": int(seed)})
 
 
 def batches(

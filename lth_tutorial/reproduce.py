@@ -52,12 +52,7 @@ def synthetic_like(name: str, device="cpu", seed: int = 0) -> data_mod.Dataset:
     if name not in shapes:
         raise ValueError(f"no synthetic stand-in for {name!r}; known: {', '.join(shapes)}")
     shape, classes, sizes = shapes[name]
-    g = torch.Generator().manual_seed(seed)
-    parts = [(torch.rand(n, *shape, generator=g).to(device), torch.randint(0, classes, (n,), generator=g).to(device))
-             for n in sizes]
-    (xt, yt), (xv, yv), (xs, ys) = parts
-    return data_mod.Dataset(f"random_{name}_shaped", xt, yt, xv, yv, xs, ys, classes, shape,
-                            spec={"name": f"random_{name}_shaped", "seed": seed, "sizes": list(sizes)})
+    return data_mod.random_dataset(shape, classes, sizes, seed=seed, device=device, name=f"random_{name}_shaped")
 
 
 def fc_lenet_table(results: list[imp.IMPResult]) -> str:

@@ -290,9 +290,10 @@ class _StackedOptimizer:
 
     def __init__(self, params: list[torch.Tensor], config: TrainConfig, members: int):
         self.params, self.config, self.members = params, config, members
-        self.state = [torch.zeros_like(p) for p in params] if config.optimizer == "sgd" and config.momentum else []
-        if config.optimizer == "adam":
+        if config.optimizer == "adam":  # (first moment, second moment) per parameter
             self.state = [(torch.zeros_like(p), torch.zeros_like(p)) for p in params]
+        else:  # momentum buffers (none without momentum)
+            self.state = [torch.zeros_like(p) for p in params] if config.momentum else []
         self.step_count = 0
         self.lrs, self.lr = None, None
 
