@@ -30,8 +30,9 @@ import numpy as np
 
 import torch
 
-from . import cost, models, scores
+from . import models, scores
 from .data import Dataset
+from .objectives import Objective, as_objective
 from .masks import Mask, prune, random_mask_like
 from .rewinding import Reset, label, make_reset
 from .store import RunStore, atomic_write, default_store
@@ -59,7 +60,7 @@ class RoundResult:
         controls: ``{"reinit": TrainResult, "random": TrainResult}`` (empty for round 0 or when disabled).
         control_masks: the masks the controls used (``reinit`` shares the ticket's).
         train_flops: estimated FLOPs of the ticket's training in this round, counting only unpruned weights
-            (:mod:`lth_tutorial.cost`).
+            (:mod:`lth_tutorial.cost`); ``None`` for an objective that gives no estimate.
     """
 
     round: int
@@ -68,7 +69,7 @@ class RoundResult:
     start_state: dict[str, torch.Tensor] | None = None
     controls: dict[str, TrainResult] = field(default_factory=dict)
     control_masks: dict[str, Mask] = field(default_factory=dict)
-    train_flops: int = 0
+    train_flops: int | None = 0
 
     @property
     def density(self) -> float:
@@ -81,7 +82,8 @@ class RoundResult:
             rows.append({
                 "round": self.round, "density": self.density, "kind": kind, "seed": seed,
                 "layer_densities": (self.control_masks.get(kind, self.mask)).layer_densities(),
-                "final_test_accuracy": res.final_test_accuracy, "best_test_accuracy": res.best_test_accuracy,
+                "final_test_accuracy": res.history[-1].get("test_accuracy"),
+                "best_test_accuracy": res.at_best("test_accuracy") if "test_accuracy" in res.history[-1] else None,
                 "best_iteration": res.best_iteration, "start_iteration": res.start_iteration,
                 "iterations_trained": res.iterations_trained, "history": res.history,
             })
@@ -112,7 +114,7 @@ class IMPResult:
         rows, search_iterations, search_flops = [], 0, 0
         for r in self.rounds:
             search_iterations += r.ticket.iterations_trained
-            search_flops += r.train_flops
+            search_flops = None if search_flops is None or r.train_flops is None else search_flops + r.train_flops
             for row in r.records(seed):
                 row.update(search_iterations=search_iterations, search_flops=search_flops)
                 rows.append(row)
@@ -173,7 +175,7 @@ def _control_seed(seed: int, round_index: int, kind: str) -> int:
 
 
 def run(
-    data: Dataset,
+    data: Dataset | Objective,
     model: str,
     config: TrainConfig,
     rounds: int = 8,
@@ -192,8 +194,10 @@ def run(
     """Run iterative magnitude pruning.
 
     Args:
-        data: the dataset (its device is where training runs).
-        model: an architecture name from :func:`lth_tutorial.models.names`.
+        data: the dataset (its device is where training runs), or any training objective
+            (:class:`lth_tutorial.objectives.Objective`: a language model's or an actor-critic agent's loss runs
+            through the same IMP, masks, resets and run store).
+        model: an architecture name from :func:`lth_tutorial.models.names` (built by the objective).
         config: training config of every round.
         rounds: number of pruning rounds after the dense run (0 = dense only).
         fraction: share of the remaining weights removed per round, in (0, 1).
@@ -246,7 +250,7 @@ class _Chain:
 
 
 def run_seeds(
-    data: Dataset,
+    data: Dataset | Objective,
     model: str,
     config: TrainConfig,
     seeds: Sequence[int],
@@ -281,13 +285,14 @@ def run_seeds(
     reset = make_reset(reset)
     reset.validate(config)  # bad reset options fail here, before anything is trained or cached
     store = default_store(store)
-    device = data.device
+    objective = as_objective(data)
+    device = objective.device
 
     chains = []
     for seed in seeds:
-        net = models.build(model, data.input_shape, data.num_classes, seed=seed, device=device)
+        net = objective.build(model, seed)
         settings = {
-            "dataset": data.spec, "model": model, "config": config.to_dict(), "rounds": int(rounds),
+            "dataset": objective.spec, "model": model, "config": config.to_dict(), "rounds": int(rounds),
             "fraction": float(fraction), "scope": scope, "output_fraction": output_fraction,
             "reset": reset.describe(), "controls": list(controls), "seed": int(seed), "device": device.type,
             "rounds_completed": 0,
@@ -297,10 +302,8 @@ def run_seeds(
     layer_fractions = {}
     if output_fraction is not None:
         layer_fractions[models.output_weight_name(template)] = float(output_fraction)
-    uses = cost.weight_uses(template, data.input_shape)
-
-    def flops_of(result: TrainResult, m: Mask) -> int:
-        return cost.train_flops(template, data.input_shape, result.iterations_trained, config.batch_size, m, uses)
+    def flops_of(result: TrainResult, m: Mask) -> int | None:
+        return objective.train_flops(template, result.iterations_trained, config.batch_size, m)
 
     def network(state: dict) -> torch.nn.Module:
         net = copy.deepcopy(template)
@@ -311,7 +314,7 @@ def run_seeds(
         """Train ``[{state, mask, seed, start_iteration, steps, snapshot_at}]`` as one population through the
         store; raise the first divergence after the others are stored."""
         trained = cached_train_population(
-            [network(m["state"]) for m in members], data, config, masks=[m["mask"] for m in members],
+            [network(m["state"]) for m in members], objective, config, masks=[m["mask"] for m in members],
             seeds=[m["seed"] for m in members], snapshot_at=[m.get("snapshot_at", ()) for m in members],
             start_iterations=[m.get("start_iteration", 0) for m in members],
             steps=[m.get("steps") for m in members], store=store, progress=bar, desc=desc)
@@ -358,8 +361,7 @@ def run_seeds(
                 owners.append((chain, "ticket", ticket_state, next_mask))
                 for kind in controls:
                     if kind == "reinit":  # the ticket's mask, a fresh random initialisation
-                        fresh = models.build(model, data.input_shape, data.num_classes,
-                                             seed=_control_seed(chain.seed, r, kind), device=device)
+                        fresh = objective.build(model, _control_seed(chain.seed, r, kind))
                         state, control_mask = state_on_cpu(fresh), next_mask
                     else:  # a random mask, same per-layer counts, the ticket's start weights
                         gen = torch.Generator().manual_seed(_control_seed(chain.seed, r, kind))

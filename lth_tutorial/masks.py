@@ -1,8 +1,11 @@
 """Pruning masks and the pruning step itself.
 
 A :class:`Mask` maps parameter names (as in ``model.named_parameters()``) to bool tensors of the same shape:
-``True`` = weight kept, ``False`` = weight pruned. By default the prunable parameters are the weights of
-``Linear`` and ``Conv1d/2d`` layers; biases and normalisation layers stay dense.
+``True`` = weight kept, ``False`` = weight pruned. The prunable parameters are the weights of ``Linear``,
+``Conv1d/2d`` and ``Embedding`` layers, an ``LSTM``'s input and recurrent weights (``weight_ih_l*``,
+``weight_hh_l*``) and a ``MultiheadAttention``'s input projection (``in_proj_weight``; its output projection is a
+``Linear``), as in Yu et al. (2019), who prune embeddings, recurrent and attention weights alongside the rest;
+biases and normalisation layers stay dense.
 
 Vocabulary used throughout the package:
 
@@ -25,6 +28,7 @@ from torch import nn
 __all__ = [
     "Mask",
     "prunable_parameters",
+    "prunable_names",
     "prune",
     "prune_structured",
     "random_mask_like",
@@ -32,16 +36,54 @@ __all__ = [
     "from_torch_prune",
 ]
 
-PRUNABLE_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d)
+PRUNABLE_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Embedding, nn.LSTM, nn.MultiheadAttention)
 
 
-def prunable_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
-    """The weights of every Linear / Conv layer, keyed by their ``named_parameters`` name, in model order."""
+def prunable_names(module: nn.Module) -> list[str]:
+    """Names of the prunable weights that ``module`` holds itself (not its children): ``["weight"]`` for Linear,
+    Conv and Embedding; ``weight_ih_l0, weight_hh_l0, ...`` (every layer and direction, and ``weight_hr_l*`` with a
+    projection) for an LSTM; ``in_proj_weight`` (or ``q/k/v_proj_weight``) for multi-head attention; ``[]`` else."""
+    if isinstance(module, nn.LSTM):
+        return [name for name, _ in module.named_parameters(recurse=False) if name.startswith("weight_")]
+    if isinstance(module, nn.MultiheadAttention):
+        if module.in_proj_weight is not None:
+            return ["in_proj_weight"]
+        return ["q_proj_weight", "k_proj_weight", "v_proj_weight"]
+    if isinstance(module, PRUNABLE_MODULES):
+        return ["weight"]
+    return []
+
+
+def prunable_parameters(model: nn.Module, layers=None) -> dict[str, nn.Parameter]:
+    """The prunable weights of ``model`` (see the module docstring), keyed by their ``named_parameters`` name, in
+    model order.
+
+    Args:
+        layers: ``None`` for all of them, or names of modules (``"encoder"``, ``"rnn"``) or of parameters
+            (``"rnn.weight_hh_l0"``) to restrict to. Naming a layer that cannot be pruned (a ``LayerNorm``, a
+            bias, a name the model lacks) raises ``ValueError`` listing what can be.
+    """
     out = {}
     for mod_name, module in model.named_modules():
-        if isinstance(module, PRUNABLE_MODULES):
-            out[f"{mod_name}.weight" if mod_name else "weight"] = module.weight
-    return out
+        prefix = f"{mod_name}." if mod_name else ""
+        for name in prunable_names(module):
+            out[prefix + name] = getattr(module, name)
+    if layers is None:
+        return out
+    if isinstance(layers, str):
+        layers = [layers]
+    modules = dict(model.named_modules())
+    chosen = {}
+    for layer in layers:
+        picked = {n: p for n, p in out.items() if n == layer or n.startswith(f"{layer}.")}
+        if not picked:
+            kind = type(modules[layer]).__name__ if layer in modules else None
+            why = (f"{layer!r} is a {kind}, which has no prunable weights" if kind else
+                   f"{layer!r} names no prunable layer or weight of this model")
+            raise ValueError(f"{why}; prunable layer types: {', '.join(t.__name__ for t in PRUNABLE_MODULES)}; "
+                             f"this model's prunable weights: {list(out)}")
+        chosen.update(picked)
+    return {n: p for n, p in out.items() if n in chosen}
 
 
 class Mask(Mapping[str, torch.Tensor]):
@@ -62,9 +104,10 @@ class Mask(Mapping[str, torch.Tensor]):
 
     # --- construction ------------------------------------------------------------------------------------------
     @classmethod
-    def ones(cls, model: nn.Module) -> "Mask":
-        """A dense mask (density 1) over the prunable weights of ``model``."""
-        return cls({n: torch.ones_like(p, dtype=torch.bool) for n, p in prunable_parameters(model).items()})
+    def ones(cls, model: nn.Module, layers=None) -> "Mask":
+        """A dense mask (density 1) over the prunable weights of ``model`` (or of ``layers``, as in
+        :func:`prunable_parameters`)."""
+        return cls({n: torch.ones_like(p, dtype=torch.bool) for n, p in prunable_parameters(model, layers).items()})
 
     def __getitem__(self, name: str) -> torch.Tensor:
         return self._t[name]

@@ -301,11 +301,32 @@ def reinitialize(model: nn.Module, scheme: str, generator: torch.Generator) -> n
     """Re-draw every parameter of ``model`` in place from ``generator``.
 
     Weights of Linear/Conv layers: ``"glorot"`` (normal, Glorot & Bengio 2010) or ``"kaiming"`` (normal, fan-in,
-    ReLU gain; He et al. 2015). Biases 0; batch-norm weight 1, bias 0, running statistics reset.
+    ReLU gain; He et al. 2015). Biases 0; batch-norm and layer-norm weight 1, bias 0, running statistics reset.
+    Sequence layers get PyTorch's own default schemes, drawn from ``generator``: embeddings N(0, 1); every LSTM
+    weight and bias U(-1/sqrt(hidden), 1/sqrt(hidden)); attention input projections Glorot-uniform, biases 0.
+    A module with parameters of another type raises ``ValueError`` (no parameter is ever left uninitialised).
     """
     with torch.no_grad():
         for module in model.modules():
-            if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)):
+            if isinstance(module, nn.Embedding):
+                module.weight.normal_(0.0, 1.0, generator=generator)
+            elif isinstance(module, nn.LSTM):
+                bound = 1.0 / math.sqrt(module.hidden_size)
+                for p in module.parameters(recurse=False):
+                    p.uniform_(-bound, bound, generator=generator)
+            elif isinstance(module, nn.MultiheadAttention):
+                for name in ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight"):
+                    if getattr(module, name) is not None:
+                        nn.init.xavier_uniform_(getattr(module, name), generator=generator)
+                for name in ("in_proj_bias", "bias_k", "bias_v"):
+                    if getattr(module, name) is not None:
+                        getattr(module, name).zero_()
+            elif isinstance(module, nn.LayerNorm):
+                if module.weight is not None:
+                    module.weight.fill_(1.0)
+                if module.bias is not None:
+                    module.bias.zero_()
+            elif isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)):
                 if scheme == _GLOROT:
                     nn.init.xavier_normal_(module.weight, generator=generator)
                 elif scheme == _KAIMING:
@@ -318,6 +339,8 @@ def reinitialize(model: nn.Module, scheme: str, generator: torch.Generator) -> n
                 module.reset_running_stats()
                 module.weight.fill_(1.0)
                 module.bias.zero_()
+            elif list(module.parameters(recurse=False)):
+                raise ValueError(f"reinitialize has no scheme for {type(module).__name__} layers; add one")
     return model
 
 

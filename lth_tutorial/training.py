@@ -22,11 +22,11 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .data import Dataset, batches
+from .data import Dataset
 from .masks import Mask
+from .objectives import Objective, as_objective, evaluate_members
 
 __all__ = ["TrainConfig", "TrainResult", "DivergenceError", "PopulationResult", "train", "train_population",
            "cached_train", "cached_train_population", "evaluate", "state_on_cpu", "progress_bar", "progress_for"]
@@ -139,8 +139,9 @@ class TrainResult:
 
     Attributes:
         history: one dict per evaluation: ``iteration``, ``lr``, ``train_loss`` (mean over the steps since the
-            previous evaluation; NaN at the first row), ``val_loss``, ``val_accuracy``, ``test_loss``,
-            ``test_accuracy`` (accuracies as fractions in [0, 1]).
+            previous evaluation; NaN at the first row) and the objective's metrics -- for a Dataset ``val_loss``,
+            ``val_accuracy``, ``test_loss``, ``test_accuracy`` (accuracies as fractions in [0, 1]); other
+            objectives name theirs (:meth:`lth_tutorial.objectives.Objective.evaluate`).
         best_iteration: iteration of minimum validation loss among the evaluations (the early-stopping point);
             the last evaluated iteration when there is no validation set.
         final_state: ``state_dict`` after the last step, on the CPU.
@@ -162,6 +163,14 @@ class TrainResult:
                 return row
         raise KeyError(iteration)
 
+    def final(self, metric: str) -> float:
+        """``metric`` (a history key, e.g. ``"test_return"``) at the last evaluation."""
+        return self.history[-1][metric]
+
+    def at_best(self, metric: str) -> float:
+        """``metric`` at the early-stopping iteration (:attr:`best_iteration`, chosen on validation loss)."""
+        return self._row(self.best_iteration)[metric]
+
     @property
     def final_test_accuracy(self) -> float:
         return self.history[-1]["test_accuracy"]
@@ -181,7 +190,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
 
     Returns ``(nan, nan)`` for an empty set. The model's train/eval mode is restored afterwards.
     """
-    losses, accuracies = _evaluate_members(model, 1, x, y, batch_size)
+    losses, accuracies = evaluate_members(model, 1, x, y, batch_size)
     return losses[0], accuracies[0]
 
 
@@ -374,55 +383,32 @@ class _MaskEnforcer:
             torch._foreach_mul_([p.grad for p in self.params], self.masks)
 
 
-@torch.no_grad()
-def _evaluate_members(net: nn.Module, members: int, x: torch.Tensor, y: torch.Tensor,
-                      batch_size: int = 2000) -> tuple[list[float], list[float]]:
-    """Per-member mean cross-entropy and accuracy on ``(x, y)`` in eval mode (each member sees all of ``x``)."""
-    if len(y) == 0:
-        return [float("nan")] * members, [float("nan")] * members
-    was_training = net.training
-    net.eval()
-    loss_sum = torch.zeros(members, device=x.device, dtype=torch.float64)
-    correct = torch.zeros(members, device=x.device, dtype=torch.int64)
-    step = max(1, batch_size // members)
-    for start in range(0, len(y), step):
-        xb, yb = x[start:start + step], y[start:start + step]
-        rows = xb if members == 1 else xb.repeat(members, *([1] * (xb.dim() - 1)))
-        out = net(rows).reshape(members, len(yb), -1)
-        loss_sum += F.cross_entropy(out.reshape(-1, out.shape[-1]), yb.repeat(members),
-                                    reduction="none").reshape(members, -1).double().sum(1)
-        correct += (out.argmax(2) == yb).sum(1)
-    net.train(was_training)
-    return (loss_sum / len(y)).tolist(), (correct.double() / len(y)).tolist()
-
-
-def _train_loop(net: nn.Module, members: list[_Member], data: Dataset, config: TrainConfig, optimizer,
+def _train_loop(net: nn.Module, members: list[_Member], objective: Objective, config: TrainConfig, optimizer,
                 enforcer: _MaskEnforcer, member_state, bar, desc: str | None) -> None:
-    """Train ``net`` -- one model (``len(members) == 1``) or a population -- filling in each member's history,
-    snapshots, final state or divergence error.
+    """Train ``net`` -- one model (``len(members) == 1``) or a population -- on ``objective``, filling in each
+    member's history, snapshots, final state or divergence error.
 
-    Batches are member-major: each member draws its own seeded batch order (members with one seed share it), the
-    population's batch is ``(N · B, ...)`` and the loss is the sum of the members' mean losses, so each member's
+    Each member draws its own seeded stream of step inputs (members with one seed share it where the objective
+    allows). A population's inputs are member-major and its loss is the sum of the members' losses, so each member's
     gradient is its solo gradient. The loop never waits on the device per step: losses accumulate on the device and
     the divergence rule is read back at evaluations.
     """
-    n, batch = len(members), config.batch_size
-    device = data.device
-    streams = {}
-    for m in members:
-        if m.seed not in streams:
-            generator = torch.Generator(device=torch.device(device)).manual_seed(m.seed)
-            streams[m.seed] = batches(data.x_train, data.y_train, batch, generator, data.augmentation)
+    n = len(members)
+    device = objective.device
+    streams = {}  # stream key -> iterator; the key is the seed where streams may be shared, else the member
+    keys = [m.seed if objective.shared_streams else i for i, m in enumerate(members)]
+    for key, m in zip(keys, members):
+        if key not in streams:
+            streams[key] = objective.stream(m.seed, config.batch_size)
     window_loss = torch.zeros(n, device=device, dtype=torch.float64)
     first_bad = torch.full((n,), -1, device=device, dtype=torch.long)
     bad_loss = torch.zeros(n, device=device)
     loss_limit = None
-    floor = math.log(max(int(data.num_classes), 2))
+    floor = objective.loss_floor
 
     def record(due: list[int], step: int) -> None:
         nonlocal window_loss
-        val_loss, val_acc = _evaluate_members(net, n, data.x_val, data.y_val)
-        test_loss, test_acc = _evaluate_members(net, n, data.x_test, data.y_test)
+        metrics = objective.evaluate(net, n)
         window = window_loss.tolist()
         for i in due:
             m = members[i]
@@ -430,8 +416,7 @@ def _train_loop(net: nn.Module, members: list[_Member], data: Dataset, config: T
             m.history.append({
                 "iteration": t, "lr": config.lr_at(max(t - 1, 0)) if t > m.start else config.lr_at(t),
                 "train_loss": window[i] / m.window_steps if m.window_steps else float("nan"),
-                "val_loss": val_loss[i], "val_accuracy": val_acc[i], "test_loss": test_loss[i],
-                "test_accuracy": test_acc[i],
+                **metrics[i],
             })
             window_loss[i] = 0.0
             m.window_steps = 0
@@ -443,9 +428,10 @@ def _train_loop(net: nn.Module, members: list[_Member], data: Dataset, config: T
             if m.active and bad[i] >= 0:
                 t, value = m.start + bad[i], float(bad_loss[i])
                 limit = float(loss_limit[i])
+                rule = "non-finite" if math.isinf(limit) else f"non-finite or above {limit:.4g}, 100 x the starting loss"
                 m.error = DivergenceError(
                     f"training diverged: the loss became {value:.4g} at iteration {t} with learning rate "
-                    f"{config.lr_at(t):g} (diverged = non-finite or above {limit:.4g}, 100 x the starting loss); "
+                    f"{config.lr_at(t):g} (diverged = {rule}); "
                     f"lower the learning rate or add warmup (TrainConfig.warmup_iterations)")
 
     def finish_or_snapshot(step: int) -> None:
@@ -465,23 +451,19 @@ def _train_loop(net: nn.Module, members: list[_Member], data: Dataset, config: T
         if not any(m.active for m in members):
             break
         optimizer.set_lrs([config.lr_at(m.start + s) if m.active else 0.0 for m in members])
-        drawn = {seed: next(stream) for seed, stream in streams.items()}
-        if n == 1:
-            xb, yb = drawn[members[0].seed]
-        else:
-            xb = torch.cat([drawn[m.seed][0] for m in members])
-            yb = torch.cat([drawn[m.seed][1] for m in members])
-        logits = net(xb)
-        losses = F.cross_entropy(logits, yb, reduction="none").reshape(n, batch).mean(1)
+        drawn = {key: next(stream) for key, stream in streams.items()}
+        losses = objective.losses(net, [drawn[key] for key in keys], n)
         optimizer.zero_grad()
         losses.sum().backward()
         enforcer.gradients()
+        objective.after_backward(net, n)
         optimizer.step()
         enforcer.weights()
 
         loss = losses.detach()
-        if loss_limit is None:  # the divergence rule: 100 x max(first loss, ln(num_classes))
-            loss_limit = 100.0 * loss.clamp(min=floor)
+        if loss_limit is None:  # the divergence rule: 100 x max(first loss, the objective's floor)
+            loss_limit = (torch.full_like(loss, math.inf) if floor is None
+                          else 100.0 * loss.clamp(min=floor))
         newly = (~torch.isfinite(loss) | (loss > loss_limit)) & (first_bad < 0)
         first_bad = torch.where(newly, s, first_bad)
         bad_loss = torch.where(newly, loss, bad_loss)
@@ -497,9 +479,10 @@ def _train_loop(net: nn.Module, members: list[_Member], data: Dataset, config: T
             due = [i for i in due if members[i].active]
             if due:
                 record(due, done)
-                accuracy = np.mean([members[i].history[-1]["val_accuracy"] for i in due])
-                bar.set_postfix_str(f"{desc + ': ' if desc else ''}{'mean ' if n > 1 else ''}val acc "
-                                    f"{accuracy:.3f}", refresh=False)
+                monitored = np.mean([members[i].history[-1][objective.monitor] for i in due])
+                label = "val acc" if objective.monitor == "val_accuracy" else objective.monitor.replace("_", " ")
+                bar.set_postfix_str(f"{desc + ': ' if desc else ''}{'mean ' if n > 1 else ''}{label} "
+                                    f"{monitored:.3f}", refresh=False)
         finish_or_snapshot(done)
         bar.update(len(active))
 
@@ -546,7 +529,7 @@ def _mask_tensors(model: nn.Module, mask: Mask | None, pruned_values) -> tuple[d
 
 def train(
     model: nn.Module,
-    data: Dataset,
+    data: Dataset | Objective,
     config: TrainConfig,
     mask: Mask | None = None,
     seed: int = 0,
@@ -561,7 +544,8 @@ def train(
 
     Args:
         model: the network; its parameters must be on ``data.device``.
-        data: a :class:`~lth_tutorial.data.Dataset`.
+        data: a :class:`~lth_tutorial.data.Dataset` (cross-entropy on its mini-batches) or any
+            :class:`~lth_tutorial.objectives.Objective` (e.g. an actor-critic agent's loss).
         config: optimizer, schedule, length, evaluation period.
         mask: pruned weights are held at exactly zero throughout (see module docstring).
         seed: seed of the batch order (and augmentation).
@@ -577,13 +561,15 @@ def train(
     Raises:
         DivergenceError: training diverged (names the iteration and learning rate). The rule: the mini-batch loss
             is NaN or infinite, or it exceeds 100 times its starting value, where the starting value is the larger
-            of the first step's loss and ``ln(num_classes)`` (the loss of a uniform guess), so a run that starts
+            of the first step's loss and the objective's floor (for a Dataset ``ln(num_classes)``, the loss of a uniform
+            guess; an objective without a floor diverges only on a non-finite loss), so a run that starts
             from trained weights is not held to its tiny first loss. The rule is evaluated on the device at every
             step and read back at each evaluation (no per-step host-device synchronisation); the error names the
             first step that broke it. A diverged run raises before returning, so :func:`cached_train` never
             stores it.
         ValueError: bad ``start_iteration`` / ``snapshot_at``, or a mask that does not fit the model.
     """
+    objective = as_objective(data)
     steps, snapshot_at = _check_run(config, start_iteration, steps, snapshot_at)
     masks, held = _mask_tensors(model, mask, pruned_values)
     enforcer = _MaskEnforcer(dict(model.named_parameters()), masks, held)
@@ -591,11 +577,11 @@ def train(
     member = _Member(int(seed), int(start_iteration), steps, snapshot_at)
     with progress_for(progress, desc or "train") as bar:
         bar.total = (bar.total or 0) + steps
-        _train_loop(model, [member], data, config, _TorchOptimizer(model.parameters(), config), enforcer,
+        _train_loop(model, [member], objective, config, _TorchOptimizer(model.parameters(), config), enforcer,
                     lambda i: model.state_dict(), bar, desc)
     if member.error is not None:
         raise member.error
-    return _result_of(member, len(data.y_val) > 0)
+    return _result_of(member, objective.has_validation)
 
 
 def _per_member(value, n: int, name: str, single) -> list:
@@ -628,7 +614,7 @@ def _member_options(n: int, **options) -> dict[str, list]:
 
 def train_population(
     models: Sequence[nn.Module],
-    data: Dataset,
+    data: Dataset | Objective,
     config: TrainConfig,
     *,
     masks: Mask | Sequence[Mask | None] | None = None,
@@ -662,6 +648,7 @@ def train_population(
     """
     from . import population
 
+    objective = as_objective(data)
     models = list(models)
     n = len(models)
     if n == 0:
@@ -689,7 +676,7 @@ def train_population(
         with progress_for(progress, desc or "train") as bar:
             for i, model in enumerate(models):
                 try:
-                    results.append(train(model, data, config, mask=masks[i], seed=seeds[i], snapshot_at=snapshot_at[i],
+                    results.append(train(model, objective, config, mask=masks[i], seed=seeds[i], snapshot_at=snapshot_at[i],
                                          start_iteration=starts[i], steps=steps[i], pruned_values=pruned_values[i],
                                          progress=bar, desc=desc))
                     errors.append(None)
@@ -711,13 +698,12 @@ def train_population(
     enforcer.weights()
     with progress_for(progress, desc or f"population of {n}") as bar:
         bar.total = (bar.total or 0) + sum(m.steps for m in members)
-        _train_loop(net, members, data, config, _StackedOptimizer(list(net.parameters()), config, n), enforcer,
+        _train_loop(net, members, objective, config, _StackedOptimizer(list(net.parameters()), config, n), enforcer,
                     lambda i: population.member_state(net, i), bar, desc)
-    has_val = len(data.y_val) > 0
     for model, m in zip(models, members):
         if m.error is None:
-            model.load_state_dict({k: v.to(data.device) for k, v in m.final_state.items()})
-    return PopulationResult([None if m.error else _result_of(m, has_val) for m in members],
+            model.load_state_dict({k: v.to(objective.device) for k, v in m.final_state.items()})
+    return PopulationResult([None if m.error else _result_of(m, objective.has_validation) for m in members],
                             [m.error for m in members])
 
 
@@ -725,8 +711,8 @@ def train_population(
 # Through the run store
 
 
-def _train_parts(model: nn.Module, data: Dataset, config: TrainConfig, mask, seed, snapshot_at, start_iteration,
-                 steps, pruned_values) -> dict:
+def _train_parts(model: nn.Module, objective: Objective, config: TrainConfig, mask, seed, snapshot_at,
+                 start_iteration, steps, pruned_values) -> dict:
     """The run-store key parts of one training run: identical for a solo run and a population member."""
     from .store import state_digest
 
@@ -734,22 +720,22 @@ def _train_parts(model: nn.Module, data: Dataset, config: TrainConfig, mask, see
         "kind": "train",
         "arch": getattr(model, "arch_name", type(model).__name__),
         "start_state": state_digest(model.state_dict()),
-        "data": data.spec,
+        "data": objective.spec,
         "config": config,
         "mask": mask,
         "seed": int(seed),
         "snapshot_at": sorted({int(k) for k in snapshot_at}),
         "start_iteration": int(start_iteration),
         "iterations": steps,
-        "device": data.device.type,
+        "device": objective.device.type,
     }
     if pruned_values is not None:
         parts["pruned_values"] = pruned_values
     return parts
 
 
-def cached_train(model: nn.Module, data: Dataset, config: TrainConfig, *, mask: Mask | None = None, seed: int = 0,
-                 snapshot_at: Iterable[int] = (), start_iteration: int = 0, steps: int | None = None,
+def cached_train(model: nn.Module, data: Dataset | Objective, config: TrainConfig, *, mask: Mask | None = None,
+                 seed: int = 0, snapshot_at: Iterable[int] = (), start_iteration: int = 0, steps: int | None = None,
                  pruned_values: dict[str, torch.Tensor] | None = None, store=None, progress=True,
                  desc: str | None = None) -> TrainResult:
     """:func:`train` through the run store (:mod:`lth_tutorial.store`): trained once, loaded afterwards.
@@ -764,20 +750,22 @@ def cached_train(model: nn.Module, data: Dataset, config: TrainConfig, *, mask: 
     from .store import default_store
 
     store = default_store(store)
-    parts = _train_parts(model, data, config, mask, seed, snapshot_at, start_iteration, steps, pruned_values)
+    objective = as_objective(data)
+    parts = _train_parts(model, objective, config, mask, seed, snapshot_at, start_iteration, steps, pruned_values)
 
     def compute():
-        result = train(model, data, config, mask=mask, seed=seed, snapshot_at=snapshot_at,
+        result = train(model, objective, config, mask=mask, seed=seed, snapshot_at=snapshot_at,
                        start_iteration=start_iteration, steps=steps, pruned_values=pruned_values,
                        progress=progress, desc=desc)
         return dataclasses.asdict(result)
 
     result = store.cached(parts, compute, decode=lambda payload: TrainResult(**payload))
-    model.load_state_dict({k: v.to(data.device) for k, v in result.final_state.items()})
+    model.load_state_dict({k: v.to(objective.device) for k, v in result.final_state.items()})
     return result
 
 
-def cached_train_population(models: Sequence[nn.Module], data: Dataset, config: TrainConfig, *, masks=None,
+def cached_train_population(models: Sequence[nn.Module], data: Dataset | Objective, config: TrainConfig, *,
+                            masks=None,
                             seeds=0, snapshot_at=(), start_iterations=0, steps=None, pruned_values=None,
                             store=None, progress=True, desc: str | None = None) -> PopulationResult:
     """:func:`train_population` through the run store: members already stored are loaded, the rest train as one
@@ -791,11 +779,12 @@ def cached_train_population(models: Sequence[nn.Module], data: Dataset, config: 
     if n == 0:
         raise ValueError("a population needs at least one member (got N = 0)")
     store = default_store(store)
+    objective = as_objective(data)
     per = _member_options(n, masks=masks, seeds=seeds, snapshot_at=snapshot_at, start_iterations=start_iterations,
                           steps=steps, pruned_values=pruned_values)
     keys: list[str | None] = []
     for i, model in enumerate(models):
-        parts = _train_parts(model, data, config, per["masks"][i], per["seeds"][i], per["snapshot_at"][i],
+        parts = _train_parts(model, objective, config, per["masks"][i], per["seeds"][i], per["snapshot_at"][i],
                              per["start_iterations"][i], per["steps"][i], per["pruned_values"][i])
         try:
             keys.append(canonical_key(parts) if store.enabled else None)
@@ -808,7 +797,7 @@ def cached_train_population(models: Sequence[nn.Module], data: Dataset, config: 
     missing = [i for i in range(n) if results[i] is None]
     stacked = True
     if missing:
-        trained = train_population([models[i] for i in missing], data, config,
+        trained = train_population([models[i] for i in missing], objective, config,
                                    **{name: [values[i] for i in missing] for name, values in per.items()},
                                    progress=progress, desc=desc)
         stacked = trained.stacked
@@ -818,5 +807,5 @@ def cached_train_population(models: Sequence[nn.Module], data: Dataset, config: 
                 store.put(keys[i], dataclasses.asdict(results[i]))
     for model, result in zip(models, results):
         if result is not None:
-            model.load_state_dict({k: v.to(data.device) for k, v in result.final_state.items()})
+            model.load_state_dict({k: v.to(objective.device) for k, v in result.final_state.items()})
     return PopulationResult(results, errors, stacked)
