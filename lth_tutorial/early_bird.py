@@ -48,11 +48,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .data import Dataset, batches
-from .training import TrainConfig, TrainResult, cached_train, evaluate, progress_for, state_on_cpu
+from .data import Dataset
+from .objectives import Supervised
+from .training import TrainConfig, TrainResult, cached_train, state_on_cpu, train
 
 __all__ = ["BATCHNORM", "ChannelMask", "batchnorm_layers", "bn_scales", "channel_mask", "flatten", "mask_distance",
            "distance_matrix", "consecutive_distances", "detect", "add_l1_subgradient_", "apply_channel_mask",
@@ -348,10 +348,9 @@ def search(model: nn.Module, data: Dataset, config: TrainConfig, *, l1: float = 
     """Train ``model`` in place with network slimming's penalty for ``config.iterations`` steps (whole epochs) and
     record the batch-norm scales after every epoch, and the weights; cached in the run store.
 
-    The loop is :func:`lth_tutorial.training.train`'s (same batches for the same seed, the same optimizer and
-    learning-rate schedule) plus :func:`add_l1_subgradient_` before each step; it is written here because the
-    trainer has no hook between ``backward`` and ``step``. ``config.iterations`` must be a whole number of epochs
-    (:func:`steps_per_epoch`).
+    The run is :func:`lth_tutorial.training.train` on an objective that adds :func:`add_l1_subgradient_` between
+    ``backward`` and each step and records the scales at every epoch (``config.eval_every`` is set to one epoch).
+    ``config.iterations`` must be a whole number of epochs (:func:`steps_per_epoch`).
 
     Args:
         keep: which epochs' weights to keep. ``None``: every epoch (small networks). Or a sequence of
@@ -362,6 +361,7 @@ def search(model: nn.Module, data: Dataset, config: TrainConfig, *, l1: float = 
     Raises:
         ValueError: no batch norm in ``model`` (before anything is trained or cached), a negative ``l1``, or a
             run that is not a whole number of epochs.
+        DivergenceError: the training loss diverged (:func:`lth_tutorial.training.train`'s rule); nothing cached.
     """
     from .store import default_store, state_digest
 
@@ -392,52 +392,42 @@ def search(model: nn.Module, data: Dataset, config: TrainConfig, *, l1: float = 
     return result
 
 
-def _search(model, data, config, l1, seed, spe, rules, progress, desc) -> SearchResult:
-    kwargs = dict(lr=config.lr_at(0), weight_decay=config.weight_decay)
-    optimizer = (torch.optim.SGD(model.parameters(), momentum=config.momentum, nesterov=config.nesterov, **kwargs)
-                 if config.optimizer == "sgd" else torch.optim.Adam(model.parameters(), **kwargs))
-    generator = torch.Generator(device=data.device).manual_seed(seed)
-    stream = batches(data.x_train, data.y_train, config.batch_size, generator, data.augmentation)
-    scales, states, history = [], {}, []
-    masks = {rule: [] for rule in rules or []}
-    drawn: set = set()
-    epochs = config.iterations // spe
+class _NetworkSlimming(Supervised):
+    """Cross-entropy on ``data`` plus network slimming's L1 penalty on the batch-norm scales (its subgradient is
+    added between ``backward`` and the optimizer step), recording the scales -- and the weights that ``rules`` ask
+    for -- at every evaluation. :func:`search` evaluates once per epoch, so evaluation ``e`` is epoch ``e``."""
 
-    def record(t):
-        epoch = t // spe
-        scales.append(bn_scales(model))
+    def __init__(self, data: Dataset, l1: float, epochs: int, rules):
+        super().__init__(data)
+        self.l1, self.epochs, self.rules = l1, epochs, rules
+        self.scales, self.states = [], {}
+        self.masks = {rule: [] for rule in rules or []}
+        self.drawn: set = set()
+
+    def after_backward(self, net: nn.Module, members: int) -> None:
+        add_l1_subgradient_(net, self.l1)
+
+    def evaluate(self, net: nn.Module, members: int) -> list[dict]:
+        epoch = len(self.scales)
+        self.scales.append(bn_scales(net))
         fired = False
-        for rule, found in masks.items():
-            found.append(channel_mask(scales[-1], rule[0]))
-            if rule not in drawn and detect(found, rule[1], rule[2]) == epoch:
-                drawn.add(rule)
+        for rule, found in self.masks.items():
+            found.append(channel_mask(self.scales[-1], rule[0]))
+            if rule not in self.drawn and detect(found, rule[1], rule[2]) == epoch:
+                self.drawn.add(rule)
                 fired = True
-        if rules is None or fired or epoch == epochs:
-            states[epoch] = state_on_cpu(model)
-        history.append({"epoch": epoch, "iteration": t, "val_accuracy": evaluate(model, data.x_val, data.y_val)[1],
-                        "test_accuracy": evaluate(model, data.x_test, data.y_test)[1]})
-        model.train()
+        if self.rules is None or fired or epoch == self.epochs:
+            self.states[epoch] = state_on_cpu(net)
+        return super().evaluate(net, members)
 
-    model.train()
-    record(0)
-    with progress_for(progress, desc or "network slimming") as bar:
-        bar.total = (bar.total or 0) + config.iterations
-        for t in range(config.iterations):
-            for group in optimizer.param_groups:
-                group["lr"] = config.lr_at(t)
-            xb, yb = next(stream)
-            loss = F.cross_entropy(model(xb), yb)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            add_l1_subgradient_(model, l1)
-            optimizer.step()
-            if not math.isfinite(loss.item()):
-                raise FloatingPointError(f"network slimming diverged at iteration {t} (learning rate "
-                                         f"{config.lr_at(t):g}); lower the learning rate")
-            if (t + 1) % spe == 0:
-                record(t + 1)
-            bar.update(1)
-    return SearchResult(scales=scales, states=states, history=history, steps_per_epoch=spe, l1=l1)
+
+def _search(model, data, config, l1, seed, spe, rules, progress, desc) -> SearchResult:
+    slimming = _NetworkSlimming(data, l1, config.iterations // spe, rules)
+    trained = train(model, slimming, config.replace(eval_every=spe), seed=seed, progress=progress,
+                    desc=desc or "network slimming")
+    history = [{"epoch": row["iteration"] // spe, "iteration": row["iteration"], "val_accuracy": row["val_accuracy"],
+                "test_accuracy": row["test_accuracy"]} for row in trained.history]
+    return SearchResult(scales=slimming.scales, states=slimming.states, history=history, steps_per_epoch=spe, l1=l1)
 
 
 def retrain(small: nn.Module, data: Dataset, config: TrainConfig, start_epoch: int, steps_per_epoch: int,

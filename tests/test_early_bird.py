@@ -220,3 +220,27 @@ def test_search_records_every_epoch_and_is_cached(tmp_path):
         lean.state(missing)
     with pytest.raises(ValueError, match="epsilon"):
         eb.search(net, data, config, keep=[(0.5, 0.0, 5)], store=store, progress=False)
+
+
+def test_search_without_penalty_is_plain_training_and_the_penalty_acts_before_the_step(tmp_path):
+    """search runs the one training loop: with l1 = 0 its weights equal train()'s bit for bit; with l1 > 0 the
+    scales' first update differs from plain training by exactly lr * l1 * sign(scale)."""
+    from lth_tutorial.training import train
+
+    data = sequences()
+    config = tiny_config(lr=0.05, batch_size=32, iterations=6 * 2, eval_every=6)
+    result = eb.search(models.build("vgg1d", data.input_shape, data.num_classes, seed=1), data, config, l1=0.0,
+                       seed=3, store=False, progress=False)
+    plain = models.build("vgg1d", data.input_shape, data.num_classes, seed=1)
+    train(plain, data, config, seed=3, progress=False)
+    assert all(torch.equal(plain.state_dict()[k], v) for k, v in result.states[2].items())
+
+    step = config.replace(iterations=1, eval_every=1)  # one SGD step: momentum's first step is plain SGD's
+    start = models.build("vgg1d", data.input_shape, data.num_classes, seed=1)
+    unpenalised, penalised = copy.deepcopy(start), copy.deepcopy(start)
+    train(unpenalised, data, step, seed=3, progress=False)
+    train(penalised, eb._NetworkSlimming(data, 0.3, 1, None), step, seed=3, progress=False)
+    for name, module in start.named_modules():
+        if isinstance(module, nn.BatchNorm1d):
+            moved = penalised.get_submodule(name).weight - unpenalised.get_submodule(name).weight
+            assert torch.allclose(moved, -0.05 * 0.3 * torch.sign(module.weight), atol=1e-6)
