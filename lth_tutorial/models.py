@@ -18,6 +18,12 @@ vgg1d              1-D VGG with batch norm (16, M, 32, M, 64 channels),   Kaimin
                    (chapter 07's network slimming)
 gap_cnn            three 1-D (kernel 5) or 2-D (kernel 3) convs, 32      Kaiming normal
                    channels, stride 2, global average pooling -> FC
+lstm_lm(_medium)   word-level LSTM language model: embedding -> LSTM ->   U(-0.1, 0.1) emb./decoder
+                   decoder (32 wide, 1 layer; medium: 650, 2 layers)     (word_language_model)
+transformer_lm     causal pre-norm Transformer language model (d 32,    N(0, 1/d) embedding,
+(_wt2)             1 layer; wt2: d 200, 2 layers), sinusoidal positions  Glorot
+actor_critic_mlp   separate policy and value MLPs (2 x 64 tanh), output  orthogonal (SB3)
+                   (B, actions + 1): logits, then the state value
 =================  ====================================================  ======================
 
 Biases start at zero; batch-norm layers at weight 1, bias 0, or -- with ``build(..., batchnorm_init="uniform")`` or a
@@ -270,6 +276,120 @@ class GapCNN(nn.Module):
         return self.fc(self.features(x).flatten(2).mean(2))
 
 
+class LSTMLM(nn.Module):
+    """Word-level LSTM language model: token ids ``(B, L)`` -> embedding ``(B, L, E)`` -> LSTM layers ``(B, L, H)``
+    -> linear decoder -> next-token logits ``(B, L, V)`` (``V = num_classes``, ``input_shape = (L,)``).
+
+    Source setting: the LSTM ``RNNModel`` of PyTorch's ``examples/word_language_model`` (untied embedding and
+    decoder; embedding and decoder weights drawn from U(-0.1, 0.1), decoder bias 0, LSTM weights PyTorch's
+    U(-1/sqrt(H), 1/sqrt(H))), the kind of WikiText-2 LSTM language model Yu et al. (2019) prune. ``lstm_lm`` is
+    the quick size (one layer, E = H = 32); ``lstm_lm_medium`` is Zaremba et al.'s (2014) "medium" size (two layers
+    of 650). No dropout (it would draw from PyTorch's global random state).
+    """
+
+    def __init__(self, input_shape, num_classes, width: int = 32, layers: int = 1):
+        super().__init__()
+        if len(input_shape) != 1:
+            raise ValueError(f"a language model needs inputs shaped (sequence length,), got {tuple(input_shape)}")
+        self.embedding = nn.Embedding(num_classes, width)
+        self.rnn = nn.LSTM(width, width, num_layers=layers, batch_first=True)
+        self.decoder = nn.Linear(width, num_classes)
+
+    def refine_initialization(self, generator: torch.Generator) -> None:
+        """word_language_model's ``init_weights``: embedding and decoder weights ~ U(-0.1, 0.1), decoder bias 0."""
+        with torch.no_grad():
+            self.embedding.weight.uniform_(-0.1, 0.1, generator=generator)
+            self.decoder.weight.uniform_(-0.1, 0.1, generator=generator)
+            self.decoder.bias.zero_()
+
+    def forward(self, tokens):
+        return self.decoder(self.rnn(self.embedding(tokens))[0])
+
+
+def _sinusoids(length: int, width: int) -> torch.Tensor:
+    """Vaswani et al.'s sinusoidal position table ``(length, width)``."""
+    position = torch.arange(length, dtype=torch.float32).unsqueeze(1)
+    frequency = torch.exp(torch.arange(0, width, 2, dtype=torch.float32) * (-math.log(10000.0) / width))
+    table = torch.zeros(length, width)
+    table[:, 0::2] = torch.sin(position * frequency)
+    table[:, 1::2] = torch.cos(position * frequency[: width // 2])
+    return table
+
+
+class TransformerLM(nn.Module):
+    """Causal Transformer language model: token ids ``(B, L)`` -> embedding x sqrt(d) + sinusoidal positions ->
+    ``layers`` pre-norm encoder layers with a causal attention mask (``d`` wide, ``heads`` heads, feed-forward
+    ``ff`` wide, no dropout) -> final layer norm -> linear decoder -> logits ``(B, L, V)``.
+
+    Source setting: Vaswani et al. (2017) (embedding scaled by sqrt(d), sinusoidal positions; embedding drawn from
+    N(0, 1/d) as in fairseq's Transformer, the code base of Yu et al.'s (2019) Transformer tickets); the sizes of
+    ``transformer_lm_wt2`` are the Transformer of PyTorch's ``examples/word_language_model`` (d = 200, 2 heads, 2
+    layers, feed-forward 200) for WikiText-2; ``transformer_lm`` is the quick size (d = 32, 2 heads, one layer,
+    feed-forward 64). Prunable: embedding, attention input projection, attention output projection,
+    feed-forward layers, decoder.
+    """
+
+    def __init__(self, input_shape, num_classes, width: int = 32, heads: int = 2, layers: int = 1, ff: int = 64):
+        super().__init__()
+        if len(input_shape) != 1:
+            raise ValueError(f"a language model needs inputs shaped (sequence length,), got {tuple(input_shape)}")
+        length = int(input_shape[0])
+        self.width = width
+        self.embedding = nn.Embedding(num_classes, width)
+        self.blocks = nn.ModuleList(nn.TransformerEncoderLayer(width, heads, dim_feedforward=ff, dropout=0.0,
+                                                               batch_first=True, norm_first=True)
+                                    for _ in range(layers))
+        self.norm = nn.LayerNorm(width)
+        self.decoder = nn.Linear(width, num_classes)
+        self.register_buffer("positions", _sinusoids(length, width), persistent=False)
+
+    def refine_initialization(self, generator: torch.Generator) -> None:
+        """The sinusoidal table (buffers start empty on the meta device) and the embedding ~ N(0, 1/d)."""
+        with torch.no_grad():
+            self.positions.copy_(_sinusoids(*self.positions.shape))
+            self.embedding.weight.normal_(0.0, self.width ** -0.5, generator=generator)
+
+    def forward(self, tokens):
+        length = tokens.shape[1]
+        causal = torch.triu(torch.full((length, length), float("-inf"), device=tokens.device), diagonal=1)
+        h = self.embedding(tokens) * math.sqrt(self.width) + self.positions[:length]
+        for block in self.blocks:
+            h = block(h, src_mask=causal, is_causal=True)
+        return self.decoder(self.norm(h))
+
+
+class ActorCriticMLP(nn.Module):
+    """Actor-critic for discrete actions: observations ``(B, obs_dim)`` -> ``(B, actions + 1)``: the policy's
+    logits over ``num_classes`` actions, then the state value.
+
+    Source setting: stable-baselines3's ``MlpPolicy`` for A2C/PPO (``ActorCriticPolicy``): separate policy and
+    value networks, each two tanh layers of 64, orthogonal initialisation with gain sqrt(2) for hidden layers,
+    0.01 for the policy head and 1 for the value head, biases 0 (as in OpenAI baselines).
+    """
+
+    def __init__(self, input_shape, num_classes, width: int = 64):
+        super().__init__()
+        d = math.prod(input_shape)
+        self.policy = nn.Sequential(nn.Linear(d, width), nn.Tanh(), nn.Linear(width, width), nn.Tanh(),
+                                    nn.Linear(width, num_classes))
+        self.value = nn.Sequential(nn.Linear(d, width), nn.Tanh(), nn.Linear(width, width), nn.Tanh(),
+                                   nn.Linear(width, 1))
+
+    def refine_initialization(self, generator: torch.Generator) -> None:
+        """SB3's orthogonal initialisation (gains sqrt(2) hidden, 0.01 policy head, 1 value head; biases 0)."""
+        with torch.no_grad():
+            for net, head_gain in ((self.policy, 0.01), (self.value, 1.0)):
+                linears = [m for m in net if isinstance(m, nn.Linear)]
+                for i, layer in enumerate(linears):
+                    nn.init.orthogonal_(layer.weight, gain=head_gain if i == len(linears) - 1 else math.sqrt(2),
+                                        generator=generator)
+                    layer.bias.zero_()
+
+    def forward(self, obs):
+        obs = obs.flatten(1)
+        return torch.cat([self.policy(obs), self.value(obs)], dim=1)
+
+
 _GLOROT, _KAIMING = "glorot", "kaiming"
 
 _BUILDERS: dict[str, tuple[Callable[..., nn.Module], str]] = {
@@ -285,6 +405,11 @@ _BUILDERS: dict[str, tuple[Callable[..., nn.Module], str]] = {
     "vgg1d": (lambda s, k: VGG1d(s, k), _KAIMING),
     "residual_mlp": (lambda s, k, width=500: ResidualMLP(s, k, width), _KAIMING),
     "gap_cnn": (lambda s, k: GapCNN(s, k), _KAIMING),
+    "lstm_lm": (lambda s, k: LSTMLM(s, k), _GLOROT),
+    "lstm_lm_medium": (lambda s, k: LSTMLM(s, k, width=650, layers=2), _GLOROT),
+    "transformer_lm": (lambda s, k: TransformerLM(s, k), _GLOROT),
+    "transformer_lm_wt2": (lambda s, k: TransformerLM(s, k, width=200, heads=2, layers=2, ff=200), _GLOROT),
+    "actor_critic_mlp": (lambda s, k: ActorCriticMLP(s, k), _GLOROT),
 }
 
 
@@ -380,6 +505,8 @@ def build(name: str, input_shape, num_classes: int, seed: int = 0, device: str |
     model = model.to_empty(device="cpu")
     generator = torch.Generator().manual_seed(int(seed))
     reinitialize(model, scheme, generator)
+    if hasattr(model, "refine_initialization"):  # an architecture whose source initialises some layers its own way
+        model.refine_initialization(generator)
     if batchnorm_init == "uniform":
         with torch.no_grad():
             for module in model.modules():
