@@ -2,8 +2,8 @@
 models and in actor-critic agents, found by the same IMP with late rewinding as in vision (survey Fig. 13 A-C).
 
 Settings (:func:`lm_specs`, :func:`rl_specs`), the IMP runs over seeds (:func:`lm_tickets`, :func:`rl_tickets`),
-tables of perplexity / return against density, the per-layer-type view of the masks (:func:`layer_types`,
-:func:`layer_type_table`), the figures, the claims, :func:`domain_masks` (the tickets chapter 11 compares across
+tables of perplexity / return against density, the per-layer-type view of the masks
+(:func:`lth_tutorial.mask_similarity.layer_types`, :func:`layer_type_table`), the figures, the claims, :func:`domain_masks` (the tickets chapter 11 compares across
 domains) and the chapter's panel.
 """
 
@@ -18,6 +18,7 @@ from torch import nn
 
 from .. import claims, imp, language, models, plots, rl
 from ..data import Dataset
+from ..mask_similarity import layer_types
 from ..masks import Mask
 from ..presets import RunSpec
 from ..rewinding import make_reset
@@ -162,37 +163,6 @@ def per_seed(table: pd.DataFrame, metric: str, kind: str, round_index: int, **wh
 # --- layer types ----------------------------------------------------------------------------------------------
 
 LAYER_TYPES = ("embedding", "recurrent", "attention", "feed-forward", "output")
-
-
-def layer_types(model: nn.Module) -> dict[str, str]:
-    """The type of each prunable weight of ``model``: ``embedding`` (``nn.Embedding``), ``recurrent`` (an LSTM's
-    input and recurrent weights), ``attention`` (a multi-head attention's input and output projections),
-    ``output`` (the last Linear of the model or of one of its ``nn.Sequential`` heads, e.g. an actor-critic's policy
-    and value heads) or ``feed-forward`` (every other Linear / Conv)."""
-    from ..masks import prunable_parameters
-
-    modules = dict(model.named_modules())
-    out = {}
-    for name in prunable_parameters(model):
-        owner_name = name.rpartition(".")[0]
-        owner = modules[owner_name]
-        parent_name = owner_name.rpartition(".")[0]
-        parent = modules[parent_name]
-        if isinstance(owner, nn.Embedding):
-            kind = "embedding"
-        elif isinstance(owner, nn.LSTM):
-            kind = "recurrent"
-        elif isinstance(owner, nn.MultiheadAttention) or isinstance(parent, nn.MultiheadAttention):
-            kind = "attention"
-        elif isinstance(parent, nn.TransformerEncoderLayer):
-            kind = "feed-forward"
-        else:
-            siblings = [n for n, m in parent.named_children() if isinstance(m, nn.Linear)]
-            last = f"{parent_name}.{siblings[-1]}" if parent_name else siblings[-1] if siblings else None
-            kind = "output" if last == owner_name and (parent is model or isinstance(parent, nn.Sequential)) \
-                else "feed-forward"
-        out[name] = kind
-    return out
 
 
 def layer_type_table(results: dict[str, list[imp.IMPResult]], model_of: dict[str, nn.Module]) -> pd.DataFrame:
