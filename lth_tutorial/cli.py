@@ -147,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .assignments import add_cli as add_assignments_cli
 
     add_assignments_cli(sub)  # lth assignments build [--out DIR] | grade NOTEBOOK
+    from .sweep import add_cli as add_sweep_cli
+
+    add_sweep_cli(sub)  # lth sweep CONFIG [--executor local|slurm] | status CONFIG | gather CONFIG --out DIR
     return parser
 
 
@@ -396,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     saved_format = warnings.formatwarning
     warnings.formatwarning = _one_line_warning  # library warnings (cache, data) print as one line each
     try:
-        if args.command == "assignments":
+        if args.command in ("assignments", "sweep"):
             return args.run(args)
         return {"imp": cmd_imp, "presets": cmd_presets, "reproduce": cmd_reproduce}[args.command](args)
     except UsageError as err:

@@ -180,18 +180,23 @@ def _jsonable(obj: Any) -> Any:
     raise UncacheableError(f"cannot put {type(obj).__name__} into a cache key")
 
 
-def canonical_key(parts: dict) -> str:
+def canonical_key(parts: dict, *, source: str | None = None, threads: int | None = None) -> str:
     """SHA-256 (hex) of the canonical JSON of ``parts`` plus the package version and source digest, torch's minor
     version, the CPU thread count and the schema version (see the module docstring).
+
+    ``source`` and ``threads`` default to this process's :func:`package_digest` and thread count; pass them to
+    compute the key another process will use (``lth sweep status`` keys a job as the job, started now, will: with
+    the source on disk and the job's thread count).
 
     Raises:
         UncacheableError: something in ``parts`` has no stable description.
     """
     from . import __version__
 
-    full = {"parts": _jsonable(parts), "lth_tutorial": __version__, "source": package_digest(),
+    full = {"parts": _jsonable(parts), "lth_tutorial": __version__,
+            "source": package_digest() if source is None else source,
             "torch": ".".join(torch.__version__.split("+")[0].split(".")[:2]),
-            "threads": torch.get_num_threads(), "schema": SCHEMA}
+            "threads": torch.get_num_threads() if threads is None else int(threads), "schema": SCHEMA}
     text = json.dumps(full, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 

@@ -5,4 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/ensure_venv.sh
 bash scripts/ensure_browser.sh
+bash scripts/ensure_slurm.sh
 exec .venv/bin/python -m pytest "$@"
