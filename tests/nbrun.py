@@ -2,6 +2,10 @@
 
 Errors inside ipywidgets callbacks do not fail the cell that triggered them; they end up as outputs of Output
 widgets (stored in the notebook's widget state) or as stderr text. :func:`execute` scans all of these.
+
+The executed notebook's prose is then checked against its own run: :func:`prose_problems` (tagged claims must hold,
+no typed results) and :func:`headline_problems` (a headline claim this run does not confirm needs a
+``<!-- not-at-cpu-scale: ID -->`` block and an entry in docs/findings.md).
 """
 
 from __future__ import annotations
@@ -155,4 +159,74 @@ def prose_problems(nb) -> list[str]:
         for line in cell.source.splitlines():
             if TYPED_RESULT.search(line) and OWN_RUN.search(line):
                 problems.append(f"markdown cell {i} types a result of our run: {line.strip()[:160]!r}")
+    return problems
+
+#: a markdown cell saying that a headline claim does not show at CPU scale (see :mod:`lth_tutorial.claims`).
+NOT_AT_CPU_SCALE = re.compile(r"<!--\s*not-at-cpu-scale:\s*([\w.-]+)\s*-->")
+#: the command that runs a claim at scale: a line or inline code starting with ``lth `` (optionally after ``$ `` or
+#: ``!``), or ``LTH_QUICK=0`` / ``QUICK = False`` anywhere.
+AT_SCALE_COMMAND = re.compile(r"(^[ \t]*(\$[ \t]*|!)?lth[ \t]|`(\$[ \t]*|!)?lth[ \t]|LTH_QUICK=0|\bQUICK\s*=\s*False)",
+                              re.M)
+FINDINGS = "docs/findings.md"
+
+
+def not_at_cpu_scale_blocks(nb) -> dict[str, int]:
+    """``{claim id: markdown cell index}`` of every ``<!-- not-at-cpu-scale: ID -->`` tag (the first cell per id)."""
+    blocks: dict[str, int] = {}
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "markdown":
+            for m in NOT_AT_CPU_SCALE.finditer(cell.source):
+                blocks.setdefault(m.group(1), i)
+    return blocks
+
+
+def headline_claims(nb) -> dict[str, dict]:
+    """``{id: claim}`` of the headline claims the executed notebook showed."""
+    return {cid: c for cid, c in shown_claims(nb).items() if c.get("headline")}
+
+
+def headline_count(nb) -> int:
+    """How many distinct headline claims the executed notebook showed."""
+    return len(headline_claims(nb))
+
+
+def _mentions(text: str, claim_id: str) -> bool:
+    """Does ``text`` name ``claim_id`` as a whole word (not as part of a longer id)?"""
+    return re.search(rf"(?<![\w.-]){re.escape(claim_id)}(?![\w-])", text) is not None
+
+
+def headline_problems(nb, findings_text: str) -> list[str]:
+    """Headline claims that this run does not confirm and the chapter does not account for.
+
+    For every shown headline claim whose verdict is not ``holds``: a problem unless a markdown cell carries
+    ``<!-- not-at-cpu-scale: ID -->``, that cell links ``docs/findings.md`` and gives the command that runs the
+    claim at scale (:data:`AT_SCALE_COMMAND`), and ``findings_text`` (the contents of docs/findings.md) names the
+    id. Also a problem: a block naming an id that no cell showed as a headline claim.
+    """
+    headlines = headline_claims(nb)
+    blocks = not_at_cpu_scale_blocks(nb)
+    problems = []
+    for claim_id, c in headlines.items():
+        if c["verdict"] == "holds":
+            continue
+        what = (f"headline claim {claim_id!r} ({c['statement']}; paper: {c.get('paper', '')}) is {c['verdict']} "
+                f"in this run ({c['evidence']})")
+        if claim_id not in blocks:
+            problems.append(f"{what}, and no markdown cell says so: add a cell tagged "
+                            f"<!-- not-at-cpu-scale: {claim_id} --> that links {FINDINGS} and gives the command "
+                            f"that runs it at scale")
+            continue
+        i = blocks[claim_id]
+        source = nb.cells[i].source
+        if FINDINGS not in source:
+            problems.append(f"{what}: its not-at-cpu-scale block (markdown cell {i}) does not link {FINDINGS}")
+        if not AT_SCALE_COMMAND.search(source):
+            problems.append(f"{what}: its not-at-cpu-scale block (markdown cell {i}) gives no command that runs it "
+                            f"at scale (an `lth ...` command, LTH_QUICK=0 or QUICK = False)")
+        if not _mentions(findings_text, claim_id):
+            problems.append(f"{what}: {FINDINGS} does not report it (the id {claim_id!r} is not named there)")
+    for claim_id, i in blocks.items():
+        if claim_id not in headlines:
+            problems.append(f"markdown cell {i} says headline claim {claim_id!r} does not show at CPU scale, but no "
+                            f"cell showed a headline claim with that id")
     return problems
