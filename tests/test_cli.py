@@ -100,7 +100,7 @@ def test_dataset_needing_download_fails_fast_offline(capsys, tmp_path, monkeypat
     monkeypatch.setattr(socket, "create_connection", no_network)
     monkeypatch.setenv("LTH_DATA", str(tmp_path / "data"))
     code, out, err = _run(["imp", "--dataset", "mnist", "--out", str(tmp_path)], capsys)
-    assert code == 1 and "mnist1d, digits" in err and len(err.strip().splitlines()) == 1
+    assert code == 1 and "mnist1d, mnist1d_large, digits" in err and len(err.strip().splitlines()) == 1
 
 
 def test_console_script_entry_point_runs():

@@ -31,7 +31,7 @@ def test_digits_are_images():
 
 
 def test_unknown_dataset_and_bad_validation():
-    with pytest.raises(ValueError, match="valid names: mnist1d, digits"):
+    with pytest.raises(ValueError, match="valid names: mnist1d, mnist1d_large, digits"):
         data.load("imagenet")
     with pytest.raises(ValueError, match="validation"):
         data.load("digits", validation=5000)
@@ -125,7 +125,7 @@ def test_svhn_layout_is_read_offline_and_label_10_means_0(tmp_path):
 
 
 def test_missing_files_without_download_fail_fast_naming_offline_datasets(tmp_path):
-    with pytest.raises(data.DatasetUnavailableError, match="mnist1d, digits") as err:
+    with pytest.raises(data.DatasetUnavailableError, match="mnist1d, mnist1d_large, digits") as err:
         data.load("cifar10", root=tmp_path, download=False)
     assert "cifar-10-batches-py" in str(err.value) and "LTH_DATA" in str(err.value)
 
@@ -137,7 +137,7 @@ def test_failed_download_while_offline_fails_fast(tmp_path, monkeypatch):
     monkeypatch.setattr(socket.socket, "connect", no_network)
     monkeypatch.setattr(socket, "create_connection", no_network)
     start = time.perf_counter()
-    with pytest.raises(data.DatasetUnavailableError, match="download failed.*mnist1d, digits"):
+    with pytest.raises(data.DatasetUnavailableError, match="download failed.*mnist1d, mnist1d_large, digits"):
         data.load("mnist", root=tmp_path, download=True)
     assert time.perf_counter() - start < 30
 
@@ -211,3 +211,11 @@ def test_augmentation_without_source_makes_runs_uncached(tmp_path):
         cached_train(models.build("lenet_300_100", (1, 8, 8), 10, seed=0), d,
                      TrainConfig(lr=0.05, batch_size=50, iterations=2, eval_every=2), store=s, progress=False)
     assert not list(tmp_path.rglob("*.pt"))
+
+
+def test_mnist1d_large_is_a_four_times_larger_draw_of_the_same_generator():
+    small, large = data.load("mnist1d"), data.load("mnist1d_large")
+    assert large.name == "mnist1d_large" and large.input_shape == (40,) and large.num_classes == 10
+    assert (len(large.y_train), len(large.y_val), len(large.y_test)) == (15_500, 500, 4000)
+    assert large.spec["name"] == "mnist1d_large" != small.spec["name"]      # separate store keys
+    assert sorted(set(large.y_test.tolist())) == list(range(10))

@@ -201,7 +201,7 @@ def test_full_mode_recipes_read_torchvision_files_written_here(tmp_path):
     cifar = transfer.DataRecipe("cifar100", classes=(0, 50, 95)).load(root=tmp_path, download=False, validation=0)
     assert cifar.num_classes == 3 and cifar.input_shape == (3, 32, 32) and cifar.y_test.tolist() == [0, 1, 2]
     transfer._check_pair(fashion, cifar, "gap_cnn")  # the pair fits: same trunk, 3 channels after the adapter
-    with pytest.raises(Exception, match="mnist1d, digits"):
+    with pytest.raises(Exception, match="mnist1d, mnist1d_large, digits"):
         transfer.DataRecipe("svhn").load(root=tmp_path, download=False)
 
 
