@@ -59,12 +59,36 @@ def fake(values: dict[str, list[float]], rounds=2) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def test_finding_claims_compare_seed_ranges():
-    table = fake({"a": [0.8, 0.82, 0.81], "b": [0.7, 0.75, 0.79], "c": [0.78, 0.85, 0.8]})
-    found = ch03.finding_claims(table, [("ab", "x", "a", "b"), ("ba", "x", "b", "a"), ("ac", "x", "a", "c")],
-                                round_index=2)
-    assert [c.verdict for c in found] == ["holds", "reversed", "within noise"]
+STRATEGIES = ["finetune n=8", "rewind k=2", "lr_rewind k=0", "finetune n=4", "rewind k=4", "lr_rewind k=4"]
+
+
+def test_chapter_claims_are_paired_headline_claims_in_the_papers_direction():
+    ahead = {"finetune n=8": [0.70, 0.60, 0.72], "rewind k=2": [0.71, 0.61, 0.73], "lr_rewind k=0": [0.80, 0.62, 0.9],
+             "finetune n=4": [0.5, 0.5, 0.5], "rewind k=4": [0.6, 0.4, 0.6], "lr_rewind k=4": [0.3, 0.3, 0.3]}
+    found = ch03.chapter_claims(fake(ahead), k=2, budget=4, iterations=8, round_index=2)
+    assert [c.id for c in found] == ["finding1_unlimited", "finding1_fixed", "finding2_unlimited",
+                                           "finding2_fixed"]
+    assert all(c.headline and c.paper.startswith("Renda et al. 2020") for c in found)
+    # paired: rewind k=2 is ahead of fine-tuning by 0.01 on each seed although the seed ranges overlap
+    assert [c.verdict for c in found] == ["holds", "within noise", "holds", "reversed"]
     assert "25 % of the weights" in found[0].statement and found[0].seeds == 3
+
+
+def test_chapter_claims_name_a_failed_seed_and_leave_it_out():
+    values = {name: [0.8, 0.8, 0.8] for name in STRATEGIES}
+    values["rewind k=2"] = [0.85, 0.86, 0.87]
+    values["finetune n=8"] = [0.8, 0.8, 0.1]            # seed 2 of fine-tuning ends at chance
+    first = ch03.chapter_claims(fake(values), k=2, budget=4, iterations=8, round_index=2)[0]
+    assert first.verdict == "holds" and first.seeds == 2
+    assert any("seed 2" in f for f in first.failed)
+
+
+def test_setting_is_chapter_02s_unstable_network():
+    quick, full = ch03.setting(True), ch03.setting(False)
+    assert (quick.model, quick.dataset, quick.config.lr, quick.config.warmup_iterations) == \
+        ("residual_mlp_256", "mnist1d_large", 0.2, 0)
+    assert (full.model, full.dataset, full.config.iterations) == ("resnet20", "cifar10", 30_000)
+    assert ch03.QUICK_K < quick.config.iterations and len(ch03.QUICK_SEEDS) >= 5
 
 
 def test_figure_budgets_keeps_legends_outside():

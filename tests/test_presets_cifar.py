@@ -11,8 +11,8 @@ from lth_tutorial.data import Dataset, crop_and_flip
 from lth_tutorial.rewinding import make_reset
 from lth_tutorial.store import RunStore
 
-CIFAR_PRESETS = ["resnet20_cifar10", "resnet20_cifar10_open_lth", "resnet20_cifar10_warmup", "vgg19_cifar10",
-                 "vgg19_cifar10_warmup"]
+CIFAR_PRESETS = ["resnet20_cifar10", "resnet20_cifar10_unstable", "resnet20_cifar10_open_lth", "resnet20_cifar10_warmup",
+                 "vgg19_cifar10", "vgg19_cifar10_warmup"]
 
 
 def fake_cifar(n_train: int = 136, n_eval: int = 8) -> Dataset:
@@ -41,6 +41,7 @@ def test_the_papers_settings():
     assert (c.schedule, c.milestones, c.gamma, c.warmup_iterations) == ("step", (20_000, 25_000), 0.1, 0)
     assert [c.lr_at(t) for t in (0, 19_999, 20_000, 25_000, 29_999)] == pytest.approx([0.1, 0.1, 0.01, 1e-3, 1e-3])
     assert (resnet.fraction, resnet.scope) == (0.2, "global")
+    assert presets.get("resnet20_cifar10_unstable").full == resnet  # only the quick stand-in differs
     warm = presets.get("resnet20_cifar10_warmup").full.config
     assert (warm.lr, warm.warmup_iterations) == (0.03, 20_000)
     assert warm.lr_at(0) == pytest.approx(0.03 / 20_000) and warm.lr_at(19_999) == pytest.approx(0.03)
