@@ -44,11 +44,11 @@ from .data import Dataset, batches
 from .imp import check_seed
 from .masks import Mask
 from .store import RunStore, default_store
-from .training import TrainConfig, TrainResult, cached_train, evaluate, progress_for
+from .training import TrainConfig, TrainResult, cached_train_population, evaluate, progress_for
 
 __all__ = ["ALPHAS", "STABLE_THRESHOLD", "BATCHNORM_MODES", "LinearPath", "Spawned", "interpolate",
            "interpolate_states", "instability", "recompute_batchnorm", "has_batchnorm", "check_alphas", "check_k",
-           "spawn", "order_seeds"]
+           "spawn", "spawn_many", "order_seeds"]
 
 #: the alpha grid of :func:`interpolate`: 31 evenly spaced values in [0, 1] (the paper uses 30; 31 puts 0.5 on it).
 ALPHAS = tuple(float(a) for a in np.linspace(0.0, 1.0, 31))
@@ -379,17 +379,47 @@ def spawn(data: Dataset, model: str, config: TrainConfig, k: int, *, seed: int =
     random mask), both copies start from ``mask * W_k`` and train with the mask (Frankle et al. 2020a, Sec. 4: the
     subnetwork's instability from its rewinding iteration). The copies resume the schedule at ``k`` and train its
     remaining ``T - k`` steps; they differ only in their batch-order seeds ``orders`` (default
-    :func:`order_seeds` ``(seed)``). Every run goes through the run store.
+    :func:`order_seeds` ``(seed)``). Every run goes through the run store. :func:`spawn_many` spawns many pairs
+    at once.
 
     Raises:
         ValueError: ``k`` outside ``[0, T]``, two equal orders, a mask that does not fit the model, an unknown
             model -- before anything trains or is cached.
     """
-    seed = check_seed(seed)
+    return spawn_many(data, model, config, k, seeds=[seed], masks=[mask], orders=None if orders is None else [orders],
+                      snapshot_at=snapshot_at, store=store, progress=progress)[0]
+
+
+def spawn_many(data: Dataset, model: str, config: TrainConfig, k: int, *, seeds: Sequence[int],
+               masks: Sequence[Mask | None] | None = None, orders: Sequence[tuple[int, int]] | None = None,
+               snapshot_at: Iterable[int] = (), store: RunStore | bool | None = None, progress=True) -> list[Spawned]:
+    """:func:`spawn` for many pairs at once: pair ``i`` splits the dense run of ``seeds[i]`` at ``k`` with mask
+    ``masks[i]`` (``None``: dense) and batch orders ``orders[i]``. A seed may appear many times (one dense run,
+    several masks).
+
+    The same runs as one :func:`spawn` per pair, stored under the same run-store keys, but trained as two
+    populations (:func:`lth_tutorial.training.cached_train_population`): the dense runs of the distinct seeds
+    first, then every copy of every pair, which on a CPU costs little more than one network at the quick-mode sizes.
+    Runs already stored are loaded. A diverged run raises its :class:`~lth_tutorial.training.DivergenceError`
+    after the other members of its population are stored.
+
+    Returns:
+        one :class:`Spawned` per pair, in the order given.
+
+    Raises:
+        ValueError: as :func:`spawn`, or lists of different lengths -- before anything trains or is cached.
+    """
+    seeds = [check_seed(s) for s in seeds]
     k = check_k(k, config)
-    orders = order_seeds(seed) if orders is None else tuple(check_seed(o) for o in orders)
-    if len(orders) != 2 or orders[0] == orders[1]:
-        raise ValueError(f"orders must be two different batch-order seeds, got {orders}")
+    masks = [None] * len(seeds) if masks is None else list(masks)
+    orders = [order_seeds(s) for s in seeds] if orders is None else [tuple(check_seed(o) for o in pair)
+                                                                      for pair in orders]
+    if not len(seeds) == len(masks) == len(orders):
+        raise ValueError(f"seeds, masks and orders must have one entry per pair, got {len(seeds)}, {len(masks)} "
+                         f"and {len(orders)}")
+    for pair in orders:
+        if len(pair) != 2 or pair[0] == pair[1]:
+            raise ValueError(f"orders must be two different batch-order seeds, got {pair}")
     snapshot_at = list(snapshot_at)
     bad = [s for s in snapshot_at if isinstance(s, bool) or not isinstance(s, numbers.Integral)
            or not 0 <= s <= config.iterations]
@@ -397,21 +427,46 @@ def spawn(data: Dataset, model: str, config: TrainConfig, k: int, *, seed: int =
         raise ValueError(f"snapshot_at={bad}: every snapshot iteration must be a whole number in [0, "
                          f"{config.iterations}]")
     snapshots = sorted({0, k, *(int(s) for s in snapshot_at)})
-    net = models.build(model, data.input_shape, data.num_classes, seed=seed, device=data.device)
-    if mask is not None:
-        mask.validate(net)
+
+    def build(seed: int) -> nn.Module:
+        return models.build(model, data.input_shape, data.num_classes, seed=seed, device=data.device)
+
+    distinct = list(dict.fromkeys(seeds))
+    nets = {seed: build(seed) for seed in distinct}
+    for seed, mask in zip(seeds, masks):
+        if mask is not None:
+            mask.validate(nets[seed])
     store = default_store(store)
 
     with progress_for(progress, f"spawn {model} at k={k}") as bar:
-        dense = cached_train(net, data, config, seed=seed, snapshot_at=snapshots, store=store, progress=bar,
-                             desc="W0 -> W_T")
-        start = {n: v.clone() for n, v in dense.snapshots[k].items()}
-        if mask is not None:
-            for name, m in mask.items():
-                start[name] = start[name] * m.to(start[name].dtype).cpu()
+        trained = cached_train_population([nets[s] for s in distinct], data, config, seeds=distinct,
+                                          snapshot_at=snapshots, store=store, progress=bar, desc="W0 -> W_T")
+        _raise_diverged(trained)
+        dense = dict(zip(distinct, trained.results))
+        starts = []
+        for seed, mask in zip(seeds, masks):
+            start = {n: v.clone() for n, v in dense[seed].snapshots[k].items()}
+            if mask is not None:
+                for name, m in mask.items():
+                    start[name] = start[name] * m.to(start[name].dtype).cpu()
+            starts.append(start)
         copies = []
-        for i, order in enumerate(orders, 1):
-            net.load_state_dict({n: v.to(data.device) for n, v in start.items()})
-            copies.append(cached_train(net, data, config, mask=mask, seed=order, start_iteration=k, store=store,
-                                       progress=bar, desc=f"copy {i}"))
-    return Spawned(model, k, seed, tuple(orders), start, copies[0], copies[1], dense, mask)
+        for seed, start in zip(seeds, starts):
+            for _ in range(2):
+                net = build(seed)
+                net.load_state_dict({n: v.to(data.device) for n, v in start.items()})
+                copies.append(net)
+        trained = cached_train_population(copies, data, config, masks=[m for m in masks for _ in range(2)],
+                                          seeds=[o for pair in orders for o in pair], start_iterations=k,
+                                          store=store, progress=bar, desc="copies")
+        _raise_diverged(trained)
+    results = trained.results
+    return [Spawned(model, k, seed, tuple(pair), start, results[2 * i], results[2 * i + 1], dense[seed], mask)
+            for i, (seed, mask, pair, start) in enumerate(zip(seeds, masks, orders, starts))]
+
+
+def _raise_diverged(trained) -> None:
+    """Raise the first :class:`~lth_tutorial.training.DivergenceError` of a population, if any."""
+    for error in trained.errors:
+        if error is not None:
+            raise error

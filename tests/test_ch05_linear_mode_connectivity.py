@@ -32,17 +32,23 @@ ALPHAS = np.linspace(0, 1, 5)
 def test_settings_fit_their_schedules():
     for quick in (True, False):
         chosen = ch05.settings(quick)
-        assert set(chosen) == {"conv", "lenet"}
+        assert set(chosen) == {"resnet", "lenet"}
         for s in chosen.values():
             assert s.ks[0] == 0 and list(s.ks) == sorted(s.ks) and s.ks[-1] <= s.config.iterations
             for k in s.ks:
                 stability.check_k(k, s.config)
     full = ch05.settings(False)
-    assert full["conv"].config == presets.get("resnet20_cifar10_open_lth").full.config
-    assert full["conv"].dataset == "cifar10" and full["lenet"].dataset == "mnist"
-    assert 2000 in full["conv"].ks                                        # the paper's stable k for ResNet-20
+    assert full["resnet"].config == presets.get("resnet20_cifar10_open_lth").full.config
+    assert full["resnet"].dataset == "cifar10" and full["lenet"].dataset == "mnist"
+    assert ch05.FULL_K == ch05.PAPER["resnet20_stable_k"] in full["resnet"].ks     # the paper's stable k
     quick = ch05.settings(True)
-    assert {s.dataset for s in quick.values()} == {"mnist1d", "digits"}
+    unstable = presets.get("resnet20_cifar10_unstable").quick                        # chapters 02 and 03's network
+    assert (quick["resnet"].model, quick["resnet"].dataset, quick["resnet"].config) == (
+        unstable.model, unstable.dataset, unstable.config)
+    assert ch05.QUICK_K in quick["resnet"].ks and quick["lenet"].dataset == "digits"
+    assert quick["lenet"].config.warmup_iterations == quick["resnet"].config.warmup_iterations == 0
+    assert len(ch05.QUICK_SEEDS) >= 5
+    assert set(ch05.PAPER_FINDINGS) == {c for c in HEADLINE}
 
 
 def test_instability_vs_k_shares_one_dense_run_per_seed(tmp_path):
@@ -116,25 +122,74 @@ def test_regimes_read_off_matching_and_stability():
     assert found["IMP matching"].tolist() == [True, True, True, False]
 
 
-def test_claims_and_figures():
-    def by_k(values_per_k, name):
-        return pd.DataFrame([{"network": name, "seed": s, "k": k, "k_percent": 10.0 * k, "instability": v,
-                              "accuracy": 0.9, "alphas": [0.0, 0.5, 1.0], "errors": [0.1, 0.1 + v, 0.1]}
-                             for k, values in values_per_k.items() for s, v in enumerate(values)])
+HEADLINE = ("unstable_at_init", "stable_at_k", "lenet_stable_at_init", "rewound_imp_stable", "k0_imp_unstable",
+            "imp_beats_random_sparsest")
 
-    conv = by_k({0: [0.3, 0.4, 0.2], 5: [0.01, 0.005, 0.0]}, "conv")
+
+def by_k(values_per_k, name):
+    """Rows as instability_vs_k returns them: one seed per entry of each list."""
+    return pd.DataFrame([{"network": name, "seed": s, "k": k, "k_percent": 10.0 * k, "instability": v,
+                          "accuracy": 0.9, "alphas": [0.0, 0.5, 1.0], "errors": [0.1, 0.1 + v, 0.1]}
+                         for k, values in values_per_k.items() for s, v in enumerate(values)])
+
+
+def fake_imp(k: int, acc: list[list[float]], inst: list[list[float]], random_acc: list[list[float]] | None = None):
+    """Rows as sparse_stability returns them at ``k``: per seed (outer lists) a dense round and IMP (and random)
+    rounds; ``acc[seed][0]`` is the dense accuracy."""
+    rows = []
+    for seed, (a_seed, i_seed) in enumerate(zip(acc, inst)):
+        rows.append({"network": "net", "seed": seed, "k": k, "round": 0, "density": 1.0, "pruning": "dense",
+                     "accuracy": a_seed[0], "instability": i_seed[0]})
+        for r in range(1, len(a_seed)):
+            rows.append({"network": "net", "seed": seed, "k": k, "round": r, "density": 0.5 ** r, "pruning": "IMP",
+                         "accuracy": a_seed[r], "instability": i_seed[r]})
+            if random_acc is not None:
+                rows.append({"network": "net", "seed": seed, "k": k, "round": r, "density": 0.5 ** r,
+                             "pruning": "random", "accuracy": random_acc[seed][r - 1], "instability": 0.0})
+    return pd.DataFrame(rows)
+
+
+def test_chapter_claims_verdicts_in_the_papers_direction():
+    resnet = by_k({0: [0.3, 0.4, 0.2], 5: [0.01, 0.005, 0.0]}, "resnet")
+    lenet = by_k({0: [0.01, 0.0, 0.005], 1: [0.0, 0.0, 0.0]}, "lenet")
+    rule = tables.matching([0.9, 0.91, 0.9])
+    imp_k0 = fake_imp(0, [[0.9, 0.85, 0.8]] * 3, [[0.3, 0.1, 0.05]] * 3)
+    imp_k = fake_imp(5, [[0.9, 0.92, 0.91]] * 3, [[0.01, 0.0, 0.01]] * 3, random_acc=[[0.88, 0.5]] * 3)
+    found = ch05.chapter_claims(resnet, lenet, imp_k0, imp_k, 5, rule)
+    assert [c.id for c in found if c.headline] == list(HEADLINE)
+    assert all(c.paper for c in found if c.headline)
+    verdicts = {c.id: c.verdict for c in found}
+    assert verdicts == {**{cid: "holds" for cid in HEADLINE}, "k_helps": "holds", "rewound_imp_matching": "holds"}
+    assert "25 %" in found[3].statement                                   # the sparsest density, round 2
+
+    # the opposite results give the opposite verdicts
+    stable_k0 = fake_imp(0, [[0.9, 0.85, 0.8]] * 3, [[0.3, 0.0, 0.005]] * 3)
+    assert {c.id: c.verdict for c in ch05.chapter_claims(resnet, lenet, stable_k0, imp_k, 5, rule)}[
+        "k0_imp_unstable"] == "reversed"
+    lenet_bad = by_k({0: [0.01, 0.03, 0.005]}, "lenet")
+    assert {c.id: c.verdict for c in ch05.chapter_claims(resnet, lenet_bad, imp_k0, imp_k, 5, rule)}[
+        "lenet_stable_at_init"] == "within noise"
+    # a seed at chance is named and left out of the accuracy comparison, not averaged in
+    chance = fake_imp(5, [[0.9, 0.92, 0.91], [0.9, 0.92, 0.91], [0.9, 0.92, 0.1]], [[0.01, 0.0, 0.01]] * 3,
+                      random_acc=[[0.88, 0.5]] * 3)
+    beats = {c.id: c for c in ch05.chapter_claims(resnet, lenet, imp_k0, chance, 5, rule)}["imp_beats_random_sparsest"]
+    assert beats.verdict == "holds" and beats.failed and "2" in beats.failed[0]
+
+
+def test_figures_put_legends_outside_and_draw_one_line_per_k():
+    resnet = by_k({0: [0.3, 0.4, 0.2], 5: [0.01, 0.005, 0.0]}, "resnet")
     lenet = by_k({0: [0.01, 0.0, 0.005], 1: [0.0, 0.0, 0.0]}, "lenet")
     sparse = fake_sparse({"IMP": [0.9, 0.8], "random": [0.85, 0.2]}, {"IMP": [0.0, 0.0], "random": [0.0, 0.0]},
                          dense=(0.9, 0.91, 0.9))
     rule = tables.matching([0.9, 0.91, 0.9])
-    found = {c.id: c.verdict for c in ch05.finding_claims(conv, lenet, sparse, rule, stable_k=5)}
-    assert found == {"conv_unstable_at_init": "holds", "conv_stable_later": "holds", "k_helps": "holds",
-                     "lenet_stable_at_init": "holds", "imp_beats_random_sparsest": "holds"}
-    lenet_bad = by_k({0: [0.01, 0.03, 0.005]}, "lenet")
-    assert ch05.finding_claims(conv, lenet_bad, sparse, rule, 5)[3].verdict == "within noise"
-
-    figures = [ch05.figure_paths(conv, [0, 5]), ch05.figure_instability_vs_k([conv, lenet]),
-               ch05.figure_sparse(sparse, rule, ch05.regimes(sparse, rule))]
+    imp_k0 = fake_imp(0, [[0.9, 0.85, 0.8]] * 3, [[0.3, 0.1, 0.05]] * 3)
+    imp_k = fake_imp(5, [[0.9, 0.92, 0.91]] * 3, [[0.01, 0.0, 0.01]] * 3, random_acc=[[0.88, 0.5]] * 3)
+    by_reset = ch05.imp_by_k(imp_k0, imp_k)
+    assert sorted(set(by_reset["reset"])) == ["IMP, k = 0", "IMP, k = 5"]
+    assert "random" not in set(by_reset["pruning"]) and len(by_reset) == len(imp_k0) + 3 * 3
+    figures = [ch05.figure_paths(resnet, [0, 5]), ch05.figure_instability_vs_k([resnet, lenet]),
+               ch05.figure_sparse(sparse, rule, ch05.regimes(sparse, rule)),
+               ch05.figure_sparse(by_reset, rule, by="reset")]
     for fig in figures:
         fig.canvas.draw()
         renderer = fig.canvas.get_renderer()
@@ -143,6 +198,9 @@ def test_claims_and_figures():
             assert legend is not None
             assert legend.get_window_extent(renderer).x0 >= ax.get_window_extent(renderer).x1 - 1   # outside
     assert figures[2].axes[0].get_xscale() == "log"
+    # Fig. 8 B: each k's line starts at its own dense network (instability 30 % at k = 0, 1 % at k = 5)
+    lines = {bars.get_label(): bars.lines[0].get_ydata() for bars in figures[3].axes[0].containers}
+    assert lines["IMP, k = 0"][0] == pytest.approx(30.0) and lines["IMP, k = 5"][0] == pytest.approx(1.0)
     matplotlib.pyplot.close("all")
 
 
@@ -169,8 +227,8 @@ def test_exercises_pass_with_the_solution_and_fail_with_a_stub():
     assert len(solutions) == len(checks) >= 2
     assert all("### BEGIN HIDDEN TESTS" in c for c in checks)
     path = stability.LinearPath(np.linspace(0, 1, 5), np.array([0.2, 0.3, 0.6, 0.25, 0.1]), np.zeros(5))
-    by_k = pd.DataFrame({"k": [0, 0, 10, 10, 50, 50], "instability": [0.4, 0.3, 0.01, 0.03, 0.0, 0.01]})
-    namespace = {"np": np, "stability": stability, "ch05": ch05, "path": path, "by_k_conv": by_k}
+    table = pd.DataFrame({"k": [0, 0, 10, 10, 50, 50], "instability": [0.4, 0.3, 0.01, 0.03, 0.0, 0.01]})
+    namespace = {"np": np, "stability": stability, "ch05": ch05, "path": path, "by_k_resnet": table}
     for solution, check in zip(solutions, checks):
         env = dict(namespace)
         exec(solution, env)

@@ -188,6 +188,32 @@ def test_spawned_copies_share_w_k_and_differ_only_in_data_order(data, tmp_path):
     assert torch.equal(again.first.final_state["fc.weight"], pair.first.final_state["fc.weight"])
 
 
+def test_spawn_many_trains_the_pairs_spawn_would_and_stores_them_under_the_same_keys(data, tmp_path):
+    k, store = 4, RunStore(tmp_path)
+    net = models.build("lenet_300_100", data.input_shape, data.num_classes, seed=5)
+    mask = prune(magnitude(net), 0.5, Mask.ones(net))
+    seeds, masks = [5, 5, 6], [None, mask, None]                   # seed 5 twice: one dense run, two pairs
+    pairs = stability.spawn_many(data, "lenet_300_100", CONFIG, k, seeds=seeds, masks=masks, store=store,
+                                 progress=False)
+    assert entries(tmp_path) == 2 + 2 * 3                           # two dense runs, two copies per pair
+    assert [(p.seed, p.k, p.orders) for p in pairs] == [(s, k, stability.order_seeds(s)) for s in seeds]
+    assert pairs[0].dense is pairs[1].dense
+    for name, m in mask.items():                                    # the sparse pair starts from mask * W_k
+        assert torch.equal(pairs[1].start_state[name], pairs[0].start_state[name] * m)
+        assert torch.count_nonzero(pairs[1].second.final_state[name][m == 0]) == 0
+    for pair, seed, m in zip(pairs, seeds, masks):                  # each as spawn trains it alone
+        alone = stability.spawn(data, "lenet_300_100", CONFIG, k, seed=seed, mask=m, store=False, progress=False)
+        for a, b in ((alone.first, pair.first), (alone.second, pair.second)):
+            assert all(torch.allclose(a.final_state[n], b.final_state[n], atol=1e-6) for n in a.final_state)
+    again = stability.spawn(data, "lenet_300_100", CONFIG, k, seed=5, mask=mask, store=store, progress=False)
+    assert entries(tmp_path) == 8                                   # loaded: the keys are spawn's
+    assert torch.equal(again.first.final_state["fc.weight"], pairs[1].first.final_state["fc.weight"])
+    with pytest.raises(ValueError, match="one entry per pair"):
+        stability.spawn_many(data, "lenet_300_100", CONFIG, k, seeds=[7, 8], masks=[None], store=store,
+                             progress=False)
+    assert entries(tmp_path) == 8
+
+
 def test_copies_split_at_the_end_are_one_network(data, tmp_path):
     pair = stability.spawn(data, "lenet_300_100", CONFIG, CONFIG.iterations, seed=0, store=RunStore(tmp_path),
                            progress=False)
