@@ -138,8 +138,8 @@ def _dense_band(ax, rule) -> None:
     if rule is None:
         return
     ax.axhline(100 * rule.dense_mean, color="k", lw=1, ls="--", label="dense (mean over seeds)")
-    ax.axhspan(100 * rule.threshold, 100 * (rule.dense_mean + rule.spread), color="k", alpha=0.08,
-               label="matching band (dense ± spread)")
+    ax.axhspan(100 * rule.threshold, 100 * (rule.dense_mean + rule.margin), color="k", alpha=0.08,
+               label=f"matching band (dense ± {rule.margin_words})")
 
 
 def strategies_vs_density(table, rule=None, ax=None, title: str | None = None, metric: str | None = None):

@@ -97,38 +97,56 @@ def imp_table(records, kinds=("ticket", "reinit", "random")) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class Matching:
-    """The matching rule: a pruned network matches when ``metric >= threshold = dense_mean - spread``.
+    """The matching rule: a pruned network matches when ``metric >= threshold = dense_mean - margin``; the margin
+    is the dense spread over seeds, or a fixed ``tolerance`` when one is given (Frankle et al. 2020a call a
+    subnetwork matching within 0.2 percentage points of the dense network: ``tolerance=0.002``).
 
     Attributes:
         dense_mean: mean dense accuracy over seeds (fraction).
         spread: max - min of the dense accuracies over seeds (0 with one seed).
         seeds: how many dense runs the spread comes from.
         metric: which accuracy (:data:`METRICS`).
+        tolerance: a fixed margin (fraction) used instead of ``spread``; ``None``: the spread.
     """
 
     dense_mean: float
     spread: float
     seeds: int
     metric: str = "final_test_accuracy"
+    tolerance: float | None = None
+
+    @property
+    def margin(self) -> float:
+        """How far below the dense mean a matching network may be (fraction)."""
+        return self.spread if self.tolerance is None else self.tolerance
 
     @property
     def threshold(self) -> float:
-        return self.dense_mean - self.spread
+        return self.dense_mean - self.margin
+
+    @property
+    def margin_words(self) -> str:
+        """The margin in words, for legends: ``"spread"`` or ``"0.2 points"``."""
+        return "spread" if self.tolerance is None else f"{100 * self.tolerance:g} points"
 
     def __str__(self) -> str:
+        margin = (f"their spread {100 * self.spread:.2f} points" if self.tolerance is None
+                  else f"a tolerance of {100 * self.tolerance:g} points")
         return (f"matching = {self.metric.replace('_', ' ')} >= {100 * self.threshold:.2f} % (dense "
-                f"{100 * self.dense_mean:.2f} % mean over {self.seeds} seeds, minus their spread "
-                f"{100 * self.spread:.2f} points)")
+                f"{100 * self.dense_mean:.2f} % mean over {self.seeds} seeds, minus {margin})")
 
 
-def matching(dense: Sequence[float], metric: str = "final_test_accuracy") -> Matching:
-    """The matching rule from the dense network's ``metric`` over seeds."""
+def matching(dense: Sequence[float], metric: str = "final_test_accuracy", tolerance: float | None = None) -> Matching:
+    """The matching rule from the dense network's ``metric`` over seeds; ``tolerance`` (a fraction, e.g. 0.002
+    for 0.2 points) replaces the seed spread as the margin below the dense mean."""
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    if tolerance is not None and not 0 <= tolerance < 1:
+        raise ValueError(f"tolerance is a fraction of accuracy in [0, 1), got {tolerance}")
     dense = np.asarray(dense, dtype=float)
     if dense.size == 0:
         raise ValueError("need the dense accuracy of at least one seed")
-    return Matching(float(dense.mean()), float(dense.max() - dense.min()), int(dense.size), metric)
+    return Matching(float(dense.mean()), float(dense.max() - dense.min()), int(dense.size), metric, tolerance)
 
 
 def smallest_matching_density(records, kind: str = "ticket", metric: str = "best_test_accuracy",

@@ -43,6 +43,14 @@ def test_tables_matching_and_speedup():
     zero_spread = tables.Matching(dense_mean=0.81, spread=0.0, seeds=2, metric="best_test_accuracy")
     assert tables.smallest_matching_density(RECORDS, rule=zero_spread) == 0.5
     assert tables.smallest_matching_density(RECORDS, "reinit") is None
+    # the paper's fixed margin (Frankle et al. 2020a: within 0.2 points) replaces the spread: 0.81 - 0.002
+    fixed = tables.matching([0.80, 0.82], "best_test_accuracy", tolerance=0.002)
+    assert fixed.threshold == pytest.approx(0.808) and fixed.spread == pytest.approx(0.02)
+    assert tables.smallest_matching_density(RECORDS, rule=fixed) == 0.5
+    assert "0.2 points" in str(fixed) and fixed.margin_words == "0.2 points"
+    assert tables.matching([0.80, 0.82]).margin == pytest.approx(0.02)
+    with pytest.raises(ValueError, match="tolerance"):
+        tables.matching([0.8], tolerance=0.2 * 100)
     assert tables.early_stop_speedup(RECORDS).tolist() == pytest.approx([1.0, 110 / 70, 110 / 90])
 
 
