@@ -330,13 +330,17 @@ def run_seeds(
 
     with progress_for(progress, f"IMP {model}" + (f", {len(seeds)} seeds" if len(seeds) > 1 else "")) as bar:
         # Round 0: the dense networks, keeping the snapshots the reset strategy will read.
-        dense_snapshots = sorted({0, *reset.snapshots_needed(config), *(int(k) for k in snapshot_at)})
-        denses = train_members([{"state": c.init_state, "mask": None, "seed": c.seed, "snapshot_at": dense_snapshots}
-                                for c in chains], "dense", bar)
-        for chain, dense in zip(chains, denses):
+        # The dense run starts from W_0 at iteration 0 (from pre-trained weights at iteration p for PretrainedReset).
+        starts = [reset.dense_start(init_state=c.init_state, config=config) for c in chains]
+        needed = {*reset.snapshots_needed(config), *(int(k) for k in snapshot_at)}
+        denses = train_members([{"state": start.state, "mask": None, "seed": c.seed,
+                                 "start_iteration": start.start_iteration,
+                                 "snapshot_at": sorted({start.start_iteration, *needed})}
+                                for c, start in zip(chains, starts)], "dense", bar)
+        for chain, dense, start in zip(chains, denses, starts):
             chain.dense = chain.previous = dense
             chain.mask = Mask.ones(chain.net)
-            finish(chain, RoundResult(0, chain.mask, dense, start_state=chain.init_state if keep_weights else None,
+            finish(chain, RoundResult(0, chain.mask, dense, start_state=start.state if keep_weights else None,
                                       train_flops=flops_of(dense, chain.mask)))
 
         for r in range(1, rounds + 1):

@@ -11,7 +11,7 @@ iteration ``k`` to ``T``) and ask how much of the ticket's accuracy survives. Th
   ``filter``), drawn without replacement; with ``same_sign=True`` (panel C) only among values of the same sign.
 * :func:`add_noise` (panel D): ``w + scale * sigma_l * N(0, 1)``, ``sigma_l`` the std of layer l's initialisation
   (:func:`init_std`).
-* :func:`pretrain` (panels E, dense, and F, sparse): the weights after ``p`` steps on randomly permuted labels
+* :func:`pretrain` (panels E, dense, and F, sparse): the weights after ``p`` steps on uniformly random labels
   (:func:`random_labels`) or on a self-supervised pretext task (:func:`orientation_task`); :class:`PretrainedReset`
   runs IMP from them.
 
@@ -248,16 +248,17 @@ def add_noise(weights: Weights, mask: Mask, generator: torch.Generator, scale: f
 
 
 def random_labels(data: Dataset, generator: torch.Generator) -> Dataset:
-    """``data`` with its **training** labels randomly permuted across examples (Frankle et al. 2020b, Sec. 5).
+    """``data`` with every **training** label replaced by a class drawn uniformly at random (Frankle et al. 2020b,
+    Sec. 5; as open_lth's ``Dataset.randomize_labels`` with fraction 1, ``datasets/base.py``).
 
-    A permutation keeps the number of examples per class; only the pairing of inputs and labels is destroyed.
-    Validation and test labels are left as they are, so evaluating a network pre-trained on the result measures
-    real accuracy (chance level, as it should be).
+    The inputs keep no relation to their labels, and the class counts are those of a uniform draw. Validation and
+    test labels are left as they are, so evaluating a network pre-trained on the result measures real accuracy
+    (chance level, as it should be).
     """
     g = _generator(generator)
-    order = torch.randperm(len(data.y_train), generator=g).to(data.y_train.device)
-    return dataclasses.replace(data, y_train=data.y_train[order],
-                               spec={**{k: v for k, v in data.spec.items() if k != "digest"}, "labels": "permuted"})
+    labels = torch.randint(data.num_classes, (len(data.y_train),), generator=g).to(data.y_train.device)
+    return dataclasses.replace(data, y_train=labels.to(data.y_train.dtype),
+                               spec={**{k: v for k, v in data.spec.items() if k != "digest"}, "labels": "uniform"})
 
 
 def _orient(x: torch.Tensor, which: torch.Tensor) -> torch.Tensor:
@@ -342,32 +343,46 @@ def pretrain(model: nn.Module, data: Dataset, config: TrainConfig, steps: int, *
 
 
 class PretrainedReset(Reset):
-    """IMP's reset to pre-trained weights (Frankle et al. 2020b, Sec. 5, survey Fig. 9 E): after each pruning step
-    the survivors restart from ``state`` (e.g. :func:`pretrain`'s result) and train the whole schedule (T steps
-    from iteration 0), as IMP's reset to W_0 does -- the pre-training takes the place of the first iterations.
+    """IMP from pre-trained weights (Frankle et al. 2020b, Sec. 5, survey Fig. 9 E), as open_lth runs it
+    (``lottery/runner.py``: ``_establish_initial_weights`` and ``_train_level`` with ``train_start_step``): the
+    pre-training replaces the first ``steps`` iterations. The dense run starts from ``state`` at iteration ``steps``
+    and trains to T, and after each pruning step the survivors restart from ``state`` at iteration ``steps`` (the
+    learning-rate schedule resumes there; ``T - steps`` steps per round).
 
-    Pass it as ``imp.run(..., reset=PretrainedReset(state, "random_labels"))``; the dense run that gives the first
-    mask is the ordinary one from W_0 (so it is shared with the chapter's other IMP runs).
+    Pass it as ``imp.run(..., reset=PretrainedReset(state, "random_labels", steps=p))`` with ``state`` the weights
+    after :func:`pretrain` for ``p`` steps. ``snapshot_at`` of that run must lie in ``[p, T]``.
 
     Args:
-        state: the full state dict to restart from.
+        state: the full state dict to start from.
         task: a short name of how it was obtained (part of :meth:`describe`).
+        steps: the pre-training steps ``p`` it stands for, ``0 <= p <= T``.
     """
 
     name = "pretrained"
 
-    def __init__(self, state: Mapping[str, torch.Tensor], task: str):
+    def __init__(self, state: Mapping[str, torch.Tensor], task: str, steps: int):
         from .store import state_digest
 
+        if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 0:
+            raise ValueError(f"steps must be a whole number >= 0 (the pre-training steps), got {steps!r}")
         self.state = {k: v.detach().cpu().clone() for k, v in state.items()}
         self.task = str(task)
+        self.steps = int(steps)
         self.digest = state_digest(self.state)[:16]
+
+    def validate(self, config):
+        if self.steps > config.iterations:
+            raise ValueError(f"pretrained: steps={self.steps} lies beyond the end of training "
+                             f"(config.iterations={config.iterations})")
 
     def snapshots_needed(self, config):
         return ()
 
+    def dense_start(self, *, init_state, config):
+        return RoundStart(state=self.state, start_iteration=self.steps, steps=None)
+
     def start(self, *, init_state, dense, previous, config):
-        return RoundStart(state=self.state, start_iteration=0, steps=None)
+        return RoundStart(state=self.state, start_iteration=self.steps, steps=None)
 
     def describe(self):
-        return {"name": self.name, "task": self.task, "digest": self.digest}
+        return {"name": self.name, "task": self.task, "steps": self.steps, "digest": self.digest}

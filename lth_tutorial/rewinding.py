@@ -112,6 +112,11 @@ class Reset:
         """Iterations of the dense run whose weights :meth:`start` will read."""
         return (0,)
 
+    def dense_start(self, *, init_state: dict, config: TrainConfig) -> RoundStart:
+        """Where the dense run (round 0) starts: ``W_0`` at iteration 0 for every strategy but one that replaces the
+        first iterations (:class:`lth_tutorial.perturbations.PretrainedReset`)."""
+        return RoundStart(state=init_state, start_iteration=0, steps=None)
+
     def start(self, *, init_state: dict, dense: TrainResult, previous: TrainResult,
               config: TrainConfig) -> RoundStart:
         raise NotImplementedError

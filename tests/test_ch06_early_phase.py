@@ -4,6 +4,7 @@ callback runs, and the notebook's exercises are graded (a stub fails its check, 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -57,10 +58,14 @@ def test_sweeps_rows_figure_and_claims(world):
     assert len(rows) == len(ch06.PERTURBATIONS) + 1
     assert {r["panel"] for r in rows} == {"A", "B", "C", "D"}
     assert ch06.per_seed(rows, "noise 2 sigma").shape == (1,)
-    rows += ch06.pretraining_sweep(tickets[:1], data, SPEC, steps=3, snapshots=(0, 2, K), store=store)
+    rows += ch06.pretraining_sweep(tickets[:1], data, SPEC, steps=3, store=store)
+    rows += ch06.pretraining_sweep(tickets[:1], data, SPEC, steps=6, tasks=("random_labels",), store=store)
     rows += ch06.sparse_pretraining_sweep(tickets, data, SPEC, steps=3, store=store)
     assert {r["panel"] for r in rows} == set(ch06.PANELS)
     assert all(0.0 <= r["accuracy"] <= 1.0 for r in rows)
+    assert {r["label"] for r in rows if r["panel"] == "E"} == {
+        "dense pre-train: random_labels, p = 3", "dense pre-train: orientation, p = 3",
+        "dense pre-train: random_labels, p = 6"}
 
     fig = ch06.figure(tickets, rows, title="tiny")
     fig.canvas.draw()
@@ -75,8 +80,9 @@ def test_sweeps_rows_figure_and_claims(world):
     assert any("paper's statement" in t.get_text() for t in fig.legends[0].get_texts())
     matplotlib.pyplot.close("all")
 
-    found = {c.id: c for c in ch06.finding_claims(tickets, rows, (0.5, 2.0))}
-    assert "global_permutation_hurts" in found and "ticket_beats_sparse_pretrained_random" in found
+    found = {c.id: c for c in ch06.chapter_claims(tickets, rows, (0.5, 2.0), (3, 6))}
+    # seed 1 ran panels A-D and E on seed 0 only: those claims have one seed, the rest two
+    assert [c.id for c in found.values() if c.headline] == list(ch06.PAPER_FINDINGS)
     assert found["rewinding_matters"].evidence.startswith("rewind k=4")
     assert found["ticket_beats_sparse_pretrained_random"].seeds == 2
     assert all(c.seeds >= 1 and c.verdict in ("holds", "within noise", "reversed") for c in found.values())
@@ -151,6 +157,42 @@ def test_settings_quick_and_full():
         assert extra["k"] in extra["snapshots"] and max(extra["snapshots"]) < spec.config.iterations
         assert set(extra["kinds"]) <= set(ch06.PERTURBATIONS) and len(extra["seeds"]) >= 3
         assert all(m < spec.config.iterations for m in spec.config.milestones)
+        assert 0 < extra["pretrain_steps"] < extra["long_pretrain_steps"] < spec.config.iterations
     spec, extra = ch06.setting(False)
-    assert (spec.dataset, spec.model, extra["k"]) == ("cifar10", "resnet20", 500)
+    assert spec.config == presets.get("resnet20_cifar10_open_lth").full.config      # open_lth's 62,560 steps
+    assert (spec.dataset, extra["k"]) == ("cifar10", 500)
     assert 0.03 < (1 - spec.fraction) ** spec.rounds < 0.06 and set(extra["kinds"]) == set(ch06.PERTURBATIONS)
+    spec, extra = ch06.setting(True)                       # chapter 02's network, unstable at k = 0 (chapter 05)
+    assert spec == presets.get("resnet20_cifar10_unstable").quick.replace(rounds=2)
+    assert len(extra["seeds"]) >= 5 and extra["k"] == 50
+
+
+def test_chapter_claims_are_paired_in_the_papers_direction_and_name_failed_seeds(world):
+    _, _, tickets = world
+    three = [dataclasses.replace(tickets[0], seed=s, accuracy=0.75 + 0.01 * s, k0_accuracy=0.70 + 0.02 * s)
+             for s in range(3)]
+
+    def bars(values: dict[str, list[float]]) -> list[dict]:
+        return [{"panel": "X", "label": label, "seed": s, "accuracy": a}
+                for label, accs in values.items() for s, a in enumerate(accs)]
+
+    good = {"signs k, magnitudes 0": [0.6] * 3, "signs 0, magnitudes k": [0.65] * 3, "permute global": [0.6] * 3,
+            "permute layer": [0.62, 0.62, 0.76], "permute filter": [0.6] * 3,          # seed 2: ticket 0.77
+            "same-sign filter": [0.74] * 3, "noise 0.5 sigma": [0.74] * 3, "noise 2 sigma": [0.6] * 3,
+            "dense pre-train: random_labels, p = 25": [0.72, 0.73, 0.745],             # above k = 0 seed by seed
+            "dense pre-train: random_labels, p = 100": [0.7] * 3,
+            "random mask, sparse pre-train: orientation": [0.6] * 3}
+    found = {c.id: c for c in ch06.chapter_claims(three, bars(good), (0.5, 2.0), (25, 100))}
+    assert {cid: c.verdict for cid, c in found.items()} == {cid: "holds" for cid in found}
+    assert set(found) == {*ch06.PAPER_FINDINGS, "small_vs_large_noise"}
+    assert all(found[cid].headline and found[cid].paper for cid in ch06.PAPER_FINDINGS)
+    # overlapping ranges, yet ahead on every seed: the paired comparison holds (random labels vs k = 0)
+    assert found["random_labels_vs_k0"].verdict == "holds"
+    # the opposite result is reversed; a seed at chance is named and left out, not averaged in
+    bad = {**good, "signs k, magnitudes 0": [0.8] * 3, "noise 2 sigma": [0.8, 0.8, 0.1],
+           "permute layer": [0.62, 0.62, 0.8]}                                         # one scope beats seed 2's ticket
+    found = {c.id: c for c in ch06.chapter_claims(three, bars(bad), (0.5, 2.0), (25, 100))}
+    assert found["init_magnitudes_hurt"].verdict == "reversed"
+    assert found["permutations_hurt"].verdict == "within noise"
+    assert found["large_noise_hurts"].verdict == "reversed" and found["large_noise_hurts"].failed
+    assert "2" in found["large_noise_hurts"].failed[0]

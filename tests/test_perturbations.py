@@ -180,11 +180,15 @@ def test_noise_has_the_stated_per_layer_sigma():
     assert all(torch.equal(zero[n], w0[n] * sparse[n]) for n in sparse)
 
 
-def test_random_labels_really_permute_the_labels():
+def test_random_labels_are_uniform_draws_of_the_training_labels_only():
     data = tiny_data(0)
     shuffled = P.random_labels(data, gen(0))
-    assert torch.equal(torch.sort(shuffled.y_train).values, torch.sort(data.y_train).values)   # same class counts
-    assert (shuffled.y_train == data.y_train).float().mean() < 0.3     # most pairings changed (chance ~ 0.1)
+    y = shuffled.y_train
+    assert y.dtype == data.y_train.dtype and y.shape == data.y_train.shape
+    assert int(y.min()) >= 0 and int(y.max()) < data.num_classes
+    assert (y == data.y_train).float().mean() < 0.3                    # most labels changed (chance ~ 1 / classes)
+    expected = torch.randint(data.num_classes, (len(y),), generator=gen(0))
+    assert torch.equal(y, expected)                                    # open_lth's rule: a uniform draw per example
     assert torch.equal(shuffled.x_train, data.x_train) and torch.equal(shuffled.y_test, data.y_test)
     assert shuffled.spec["digest"] != data.spec["digest"]               # never shares cached runs with the real task
     again = P.random_labels(data, gen(0))
@@ -226,14 +230,28 @@ def test_pretrain_and_pretrained_reset(tmp_path):
     sparse = P.pretrain(net, data, config, 4, task="orientation", mask=sparse_mask, seed=0, store=store)
     assert all(torch.all(sparse.final_state[n][~m] == 0) for n, m in sparse_mask.items())   # sparse pre-training
 
-    reset = P.PretrainedReset(result.final_state, "random_labels")
+    # IMP from the pre-trained weights, as open_lth runs it: the dense run and every round start from them at
+    # iteration p = 5 and train to T
+    reset = P.PretrainedReset(result.final_state, "random_labels", steps=5)
     out = imp.run(data, "mnist1d_cnn", config, rounds=1, fraction=0.5, reset=reset, controls=(), store=store,
-                  progress=False)
+                  snapshot_at=(8,), progress=False)
+    dense = out.rounds[0].ticket
+    assert dense.start_iteration == 5 and dense.iterations_trained == config.iterations - 5
+    assert all(torch.equal(out.rounds[0].start_state[k], v) for k, v in result.final_state.items())
+    assert sorted(dense.snapshots) == [5, 8]
+    assert all(torch.equal(dense.snapshots[5][k], v) for k, v in result.final_state.items())
+    ticket = out.rounds[1].ticket
+    assert ticket.start_iteration == 5 and ticket.iterations_trained == config.iterations - 5
     start = out.rounds[1].start_state
     for k, v in result.final_state.items():
         expected = v * out.rounds[1].mask[k] if k in out.rounds[1].mask else v
         assert torch.equal(start[k], expected)
-    assert out.settings["reset"]["task"] == "random_labels"
+    assert out.settings["reset"]["task"] == "random_labels" and out.settings["reset"]["steps"] == 5
+    with pytest.raises(ValueError, match="steps=13 lies beyond the end of training"):
+        imp.run(data, "mnist1d_cnn", config, rounds=1, reset=P.PretrainedReset(result.final_state, "x", steps=13),
+                store=store, progress=False)
+    with pytest.raises(ValueError, match="steps must be a whole number"):
+        P.PretrainedReset(result.final_state, "x", steps=-1)
 
 
 def test_bad_input_is_refused_clearly():
