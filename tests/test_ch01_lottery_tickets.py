@@ -63,14 +63,15 @@ def test_departures_of_the_lenet_preset_are_the_issue_list():
 
 def test_quick_spec_keeps_the_recipe_and_reaches_a_similar_density():
     preset = presets.get("lenet_mnist")
-    spec = ch01.quick_spec(preset.quick, rounds=4, fraction=0.6, iterations=1000)
-    assert spec.output_fraction == pytest.approx(0.3)  # half the rate, as the preset and the paper
-    assert spec.config.iterations == 1000 and spec.config.lr == preset.quick.config.lr
-    ours, presets_quick = (1 - spec.fraction) ** spec.rounds, (1 - preset.quick.fraction) ** preset.quick.rounds
-    assert 0.5 < ours / presets_quick < 2
+    spec = ch01.quick_spec(preset.quick)
+    assert spec.output_fraction == pytest.approx(0.25)  # half the rate, as the preset and the paper
+    assert spec.config.iterations == 1500 and spec.config.eval_every == 10
+    # Frankle & Carbin's Adam rate and batch size (the preset's full values)
+    assert (spec.config.lr, spec.config.batch_size) == (preset.full.config.lr, preset.full.config.batch_size)
+    assert (1 - spec.fraction) ** spec.rounds == 0.125                  # three rounds of 50 %, down to 12.5 %
     table = presets.departures(spec, preset.quick, names=("chapter", "preset"))
-    assert set(table.index) == {"iterations per training run", "pruning", "pruning rounds",
-                                "final density (non-output layers)"}
+    assert {"learning rate", "batch size", "pruning", "pruning rounds"} <= set(table.index)
+    assert "learning rate" not in presets.departures(spec, preset.full).index      # as in the paper
 
 
 def test_run_seeds_advances_one_bar_and_claims_follow_the_seed_ranges():
@@ -87,9 +88,16 @@ def test_run_seeds_advances_one_bar_and_claims_follow_the_seed_ranges():
     assert ticket.shape == (3,)
     assert np.array_equal(ch01.per_seed(records, "reinit", 0), ch01.per_seed(records, "ticket", 0))
     found = {c.id: c for c in ch01.lottery_claims(records, match_round=1)}
-    assert {"ticket-vs-reinit", "ticket-vs-random", "ticket-matches", "sparse-stops-later"} <= set(found)
-    expected = claims.compare("x", "x", ticket, reinit).verdict
+    assert list(found) == ["ticket-matches", "ticket-vs-reinit", "ticket-vs-random", "learns-faster",
+                           "reinit-learns-slower"]
+    assert all(c.headline and c.paper == ch01.PAPER[c.id] for c in found.values())
+    expected = claims.compare("x", "x", ticket, reinit, paired=True).verdict
     assert found["ticket-vs-reinit"].verdict == expected
+    stop = ch01.per_seed(records, "ticket", 1, "best_iteration")
+    dense_stop = ch01.per_seed(records, "ticket", 0, "best_iteration")
+    faster = ("holds" if (stop < dense_stop).all() else "reversed" if (stop > dense_stop).all() else "within noise")
+    assert found["learns-faster"].verdict == faster                        # earlier is better, seed by seed
+    assert not any(c.headline for c in ch01.lottery_claims(records, match_round=1, headline=False))
     rule = tables.matching(ch01.per_seed(records, "ticket", 0), "best_test_accuracy")
     matches = ch01.per_seed(records, "ticket", 1)
     assert found["ticket-matches"].holds == bool((matches > rule.threshold).all())
