@@ -318,10 +318,7 @@ def run_seeds(
             seeds=[m["seed"] for m in members], snapshot_at=[m.get("snapshot_at", ()) for m in members],
             start_iterations=[m.get("start_iteration", 0) for m in members],
             steps=[m.get("steps") for m in members], store=store, progress=bar, desc=desc)
-        for error in trained.errors:
-            if error is not None:
-                raise error
-        return trained.results
+        return trained.all_results()
 
     def finish(chain: _Chain, round_result: RoundResult) -> None:
         chain.results.append(round_result)

@@ -441,8 +441,7 @@ def spawn_many(data: Dataset, model: str, config: TrainConfig, k: int, *, seeds:
     with progress_for(progress, f"spawn {model} at k={k}") as bar:
         trained = cached_train_population([nets[s] for s in distinct], data, config, seeds=distinct,
                                           snapshot_at=snapshots, store=store, progress=bar, desc="W0 -> W_T")
-        _raise_diverged(trained)
-        dense = dict(zip(distinct, trained.results))
+        dense = dict(zip(distinct, trained.all_results()))
         starts = []
         for seed, mask in zip(seeds, masks):
             start = {n: v.clone() for n, v in dense[seed].snapshots[k].items()}
@@ -459,14 +458,6 @@ def spawn_many(data: Dataset, model: str, config: TrainConfig, k: int, *, seeds:
         trained = cached_train_population(copies, data, config, masks=[m for m in masks for _ in range(2)],
                                           seeds=[o for pair in orders for o in pair], start_iterations=k,
                                           store=store, progress=bar, desc="copies")
-        _raise_diverged(trained)
-    results = trained.results
+        results = trained.all_results()
     return [Spawned(model, k, seed, tuple(pair), start, results[2 * i], results[2 * i + 1], dense[seed], mask)
             for i, (seed, mask, pair, start) in enumerate(zip(seeds, masks, orders, starts))]
-
-
-def _raise_diverged(trained) -> None:
-    """Raise the first :class:`~lth_tutorial.training.DivergenceError` of a population, if any."""
-    for error in trained.errors:
-        if error is not None:
-            raise error

@@ -272,6 +272,10 @@ class PopulationResult:
             raise self.errors[index]
         return self.results[index]
 
+    def all_results(self) -> list[TrainResult]:
+        """Every member's result, in order; raises the first member's :class:`DivergenceError` if any diverged."""
+        return [self.result(i) for i in range(len(self))]
+
 
 @dataclass
 class _Member:

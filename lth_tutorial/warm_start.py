@@ -178,10 +178,7 @@ def experiment(data: Dataset, model: str, config: TrainConfig, seeds, *, rounds:
                                           seeds=[m["seed"] for m in members],
                                           start_iterations=[m["start"] for m in members], store=store,
                                           progress=bar, desc="all the data")
-    for error in trained.errors:
-        if error is not None:
-            raise error
-    for m, res in zip(members, trained.results):
+    for m, res in zip(members, trained.all_results()):
         rows.append(_row(m["seed"], m["arm"], m["mask"], res.final_state, res, data, model))
     order = {a: i for i, a in enumerate(("half", "ticket_half") + ARMS + SP_ARMS)}
     table = pd.DataFrame(rows).sort_values(["seed", "arm"], key=lambda c: c.map(order) if c.name == "arm" else c)

@@ -222,3 +222,14 @@ def test_no_host_sync_for_divergence_checks_between_evaluations(monkeypatch):
     train_population([models.build("lenet_300_100", (10,), 3, seed=s) for s in range(2)], data, config,
                      progress=False)
     assert calls["n"] < 20  # 3 evaluations x (val, test, window, divergence) -- 200 steps would give >= 200
+
+
+def test_all_results_raises_the_first_divergence():
+    from lth_tutorial.training import DivergenceError, PopulationResult, TrainResult
+
+    ok = PopulationResult(results=["a", "b"], errors=[None, None])
+    assert ok.all_results() == ["a", "b"]
+    first, second = DivergenceError("member 1 diverged"), DivergenceError("member 2 diverged")
+    bad = PopulationResult(results=["a", None, None], errors=[None, first, second])
+    with pytest.raises(DivergenceError, match="member 1"):
+        bad.all_results()

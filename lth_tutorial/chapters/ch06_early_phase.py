@@ -197,10 +197,7 @@ def train_many(starts: Sequence[tuple[dict, Mask, int, int]], data: Dataset, spe
     trained = cached_train_population(nets, data, spec.config, masks=[s[1] for s in starts],
                                       seeds=[s[2] for s in starts], start_iterations=[s[3] for s in starts],
                                       store=store, progress=progress, desc=desc)
-    for error in trained.errors:
-        if error is not None:
-            raise error
-    return [r.final_test_accuracy for r in trained.results]
+    return [r.final_test_accuracy for r in trained.all_results()]
 
 
 def train_from(state: dict, mask: Mask, data: Dataset, spec: RunSpec, seed: int, start_iteration: int, *,
