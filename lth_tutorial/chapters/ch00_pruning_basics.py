@@ -29,11 +29,13 @@ from .. import claims, imp, models, plots, presets, scores
 from ..data import Dataset
 from ..masks import Mask, prune, prune_structured, random_mask_like
 from ..presets import RunSpec
+from ..tables import per_seed
 from ..training import TrainConfig, TrainResult, cached_train, evaluate, progress_for, state_on_cpu, train
 from ..widgets import Panel
 
 __all__ = ["Setting", "setting", "prune_to_density", "pruned_accuracy", "method_mask", "dense_runs", "pruning_curve",
            "pruning_curves", "oneshot_vs_iterative", "when_to_prune", "step_time_by_density", "speed_claim",
+           "what_claims", "often_claims", "when_claims", "PAPER", "FAILED_BELOW",
            "errorbar_lines", "dense_band", "bar_with_spread", "PruningPanel", "PRUNING_METHODS",
            "WHEN_CHOICES", "WHEN_METRIC"]
 
@@ -76,14 +78,14 @@ def setting(quick: bool = True) -> Setting:
     """The chapter's setting from the ``lenet_mnist`` preset (Frankle & Carbin 2019's LeNet-300-100).
 
     Quick mode keeps the preset's MNIST-1D stand-in but trains 1,000 instead of 1,500 steps (the dense run's
-    validation loss bottoms out well before that) so that three seeds of every comparison fit a few minutes of CPU;
+    validation loss bottoms out well before that) so that six seeds of every comparison fit a few minutes of CPU;
     one-shot vs iterative prunes 60 % per round for 3 rounds. Full mode: the paper's config, 7 rounds at 40 %.
     """
     spec = presets.get("lenet_mnist").spec(quick=quick)
     config = spec.config.replace(iterations=1000, eval_every=100) if quick else spec.config
     rounds, fraction = (3, 0.6) if quick else (7, 0.4)
     spec = spec.replace(config=config, rounds=rounds, fraction=fraction, scope="global", output_fraction=None)
-    return Setting(spec=spec, seeds=(0, 1, 2), densities=(0.8, 0.5, 0.3, 0.2, 0.1, 0.05), target=0.2,
+    return Setting(spec=spec, seeds=tuple(range(6)), densities=(0.8, 0.5, 0.3, 0.2, 0.1, 0.05), target=0.2,
                    finetune_steps=config.iterations // 4)
 
 
@@ -258,6 +260,91 @@ def when_to_prune(data: Dataset, model: str, config: TrainConfig, density: float
                       "steps": run.iterations_trained, "density": mask.density}
                      for name, (mask, run) in from_init.items()]
     return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Claims: the survey's four answers, judged seed by seed
+
+#: The survey's statements ("Pruning in Deep Learning") behind the chapter's headline claims.
+PAPER = {
+    "magnitude-beats-random": "survey, 'How to rank weights': large-magnitude weights matter more for the function "
+                              "and should be pruned less (the common rule of thumb)",
+    "unstructured-beats-structured": "survey, 'What to prune': unstructured pruning can cut the number of weights "
+                                     "more drastically than structured pruning while keeping performance",
+    "iterative-beats-oneshot": "survey, 'How often': iterative pruning de-noises the ranking; Frankle & Carbin "
+                               "(2019, Fig. 4): iterative pruning finds tickets that match at smaller sizes than "
+                               "one-shot pruning",
+    "finetune-needed": "survey, 'When to prune': pruning a converged network decreases its performance, which makes "
+                       "retraining / fine-tuning necessary",
+}
+#: a *trained* run below this test accuracy failed to train (chance is 10 % on ten classes): named, left out.
+FAILED_BELOW = 0.2
+
+
+def _headline(claim_id: str) -> dict:
+    return {"headline": True, "paper": PAPER[claim_id]}
+
+
+def what_claims(curves: pd.DataFrame, density: float = 0.3, global_density: float = 0.2) -> list[claims.Claim]:
+    """Section 2's claims on :func:`pruning_curves` (no retraining; paired: each seed's methods prune the same
+    trained network). Headline: ``magnitude-beats-random`` and ``unstructured-beats-structured`` at ``density``;
+    also ``global-beats-layerwise`` at ``global_density``. No run is marked failed: a low accuracy after pruning
+    without retraining is the result, not a failure."""
+    seeds = sorted(curves.seed.unique())
+
+    def at(method: str, target: float):
+        return per_seed(curves, "accuracy", method=method, target=target)
+
+    mark = dict(paired=True, seeds=seeds)
+    return [
+        claims.compare("magnitude-beats-random", f"global magnitude beats random scores at {density:.0%} density",
+                       at("global magnitude", density), at("random", density), names=("magnitude", "random"),
+                       **mark, **_headline("magnitude-beats-random")),
+        claims.compare("unstructured-beats-structured", f"unstructured (global magnitude) beats structured neuron "
+                       f"pruning at {density:.0%} density", at("global magnitude", density),
+                       at("structured (neurons, L1)", density), names=("unstructured", "structured"), **mark,
+                       **_headline("unstructured-beats-structured")),
+        claims.compare("global-beats-layerwise", f"global beats layer-wise magnitude pruning at {global_density:.0%} "
+                       f"density", at("global magnitude", global_density),
+                       at("layer-wise magnitude", global_density), names=("global", "layer-wise"), **mark),
+    ]
+
+
+def often_claims(routes: pd.DataFrame) -> list[claims.Claim]:
+    """Section 3's headline claim on :func:`oneshot_vs_iterative`: at the last round (lowest density) the iterative
+    ticket beats the one-shot ticket, paired by seed (both start from the seed's W0 and dense run). Tickets below
+    :data:`FAILED_BELOW` are named as failed and left out."""
+    last = routes[routes["round"] == routes["round"].max()]
+    seeds = sorted(last.seed.unique())
+    return [claims.compare(
+        "iterative-beats-oneshot", f"iterative beats one-shot pruning at {last.density.iloc[0]:.1%} density",
+        per_seed(last, "accuracy", route="iterative"), per_seed(last, "accuracy", route="one-shot"),
+        names=("iterative", "one-shot"), paired=True, seeds=seeds, failed_below=FAILED_BELOW,
+        **_headline("iterative-beats-oneshot"))]
+
+
+def when_claims(when: pd.DataFrame) -> list[claims.Claim]:
+    """Section 4's claims on :func:`when_to_prune`, paired by seed (every route starts from the seed's W0):
+    ``finetune-needed`` (headline: fine-tuning after pruning the trained network beats not retraining it),
+    ``after-beats-init`` and ``init-magnitude-vs-random``. Trained runs below :data:`FAILED_BELOW` are named as
+    failed and left out; the not-retrained arm is the result of ``finetune-needed``, so that claim marks none."""
+    seeds = sorted(when.seed.unique())
+
+    def acc(choice: str):
+        return per_seed(when, "accuracy", choice=choice)
+
+    trained = dict(paired=True, seeds=seeds, failed_below=FAILED_BELOW)
+    return [
+        claims.compare("finetune-needed", "after training, fine-tuning beats no retraining",
+                       acc(WHEN_CHOICES[2]), acc(WHEN_CHOICES[1]), names=("fine-tuned", "not retrained"),
+                       paired=True, seeds=seeds, **_headline("finetune-needed")),
+        claims.compare("after-beats-init", "at equal budget, pruning after training + fine-tuning beats pruning at "
+                       "init by |W0|", acc(WHEN_CHOICES[2]), acc(WHEN_CHOICES[3]),
+                       names=("after + fine-tune", "at init |W0|"), **trained),
+        claims.compare("init-magnitude-vs-random", "at init, |W0| picks better weights than a random mask (same "
+                       "layer densities, same budget)", acc(WHEN_CHOICES[3]), acc(WHEN_CHOICES[4]),
+                       names=("|W0|", "random"), **trained),
+    ]
 
 
 # ----------------------------------------------------------------------------------------------------------------
