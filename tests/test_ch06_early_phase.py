@@ -165,6 +165,10 @@ def test_settings_quick_and_full():
     spec, extra = ch06.setting(True)                       # chapter 02's network, unstable at k = 0 (chapter 05)
     assert spec == presets.get("resnet20_cifar10_unstable").quick.replace(rounds=2)
     assert len(extra["seeds"]) >= 5 and extra["k"] == 50
+    for quick in (True, False):                            # the perturbed rounds end at the claims' round
+        spec, extra = ch06.setting(quick)
+        rounds = extra["perturb_rounds"]
+        assert len(rounds) >= 2 and max(rounds) == spec.rounds and min(rounds) >= 1
 
 
 def test_chapter_claims_are_paired_in_the_papers_direction_and_name_failed_seeds(world):
@@ -196,3 +200,34 @@ def test_chapter_claims_are_paired_in_the_papers_direction_and_name_failed_seeds
     assert found["permutations_hurt"].verdict == "within noise"
     assert found["large_noise_hurts"].verdict == "reversed" and found["large_noise_hurts"].failed
     assert "2" in found["large_noise_hurts"].failed[0]
+
+
+def test_tickets_by_round_share_the_imp_runs_and_the_sparsity_figure_draws_every_round(world):
+    data, store, tickets = world
+    by_round = ch06.tickets_by_round(data, SPEC, K, [0, 1], (1, 2), snapshots=(0, 2, K), store=store)
+    assert sorted(by_round) == [1, 2]
+    for last, again in zip(tickets, by_round[2]):                 # the last round is find_tickets' ticket, exactly
+        assert again.round == last.round == 2 and again.accuracy == last.accuracy
+        assert all(torch.equal(again.mask[n], last.mask[n]) for n in last.mask)
+    for first, second in zip(by_round[1], by_round[2]):           # IMP's masks are nested across rounds
+        assert abs(first.density - 0.5) < 0.01 and abs(second.density - 0.25) < 0.01
+        assert all(not (second.mask[n] & ~first.mask[n]).any() for n in first.mask)
+    with pytest.raises(ValueError, match="1..2"):
+        ch06.tickets_by_round(data, SPEC, K, [0], (0, 3), store=store)
+
+    rows = ch06.perturbation_sweep([t for r in by_round.values() for t in r], data, SPEC,
+                                   ["signs k, magnitudes 0", "permute layer"], store=store)
+    assert sorted({(r["round"], round(r["density"], 2)) for r in rows}) == [(1, 0.5), (2, 0.25)]
+    last = [r for r in rows if r["round"] == 2]
+    again = ch06.perturbation_sweep(tickets, data, SPEC, ["permute layer"], store=store)   # store hit, same numbers
+    assert ch06.per_seed(again, "permute layer").tolist() == ch06.per_seed(last, "permute layer").tolist()
+
+    fig = ch06.sparsity_figure(by_round, rows, title="tiny")
+    assert [ax.get_title(loc="left") for ax in fig.axes] == [ch06.PANEL_TITLES["A"], ch06.PANEL_TITLES["B"]]
+    for ax in fig.axes:
+        assert ax.get_xscale() == "log" and ax.xaxis_inverted()
+        lines = {line.get_label(): line for line in ax.get_lines()}
+        assert len(lines) == 4 and all(len(line.get_xdata()) == 2 for line in lines.values())
+        colors = [matplotlib.colors.to_hex(line.get_color()) for line in lines.values()]
+        assert len(set(colors)) == len(colors)                     # no perturbation shares a reference's colour
+    matplotlib.pyplot.close("all")

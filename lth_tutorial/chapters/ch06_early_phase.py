@@ -9,7 +9,7 @@ the ticket's seed (so the unperturbed start loads IMP's own cached round).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import ipywidgets as W
 import matplotlib.pyplot as plt
@@ -24,8 +24,8 @@ from ..rewinding import make_reset
 from ..training import TrainConfig, cached_train_population, progress_for
 from ..widgets import Panel
 
-__all__ = ["Ticket", "setting", "find_tickets", "PERTURBATIONS", "PANELS", "perturbed_start", "train_many",
-           "train_from", "perturbation_sweep", "pretraining_sweep", "sparse_pretraining_sweep", "per_seed",
+__all__ = ["Ticket", "setting", "find_tickets", "tickets_by_round", "PERTURBATIONS", "PANELS", "perturbed_start",
+           "train_many", "train_from", "sparsity_figure", "perturbation_sweep", "pretraining_sweep", "sparse_pretraining_sweep", "per_seed",
            "references", "figure", "summary_table", "chapter_claims", "PerturbationPanel", "PAPER", "PAPER_FINDINGS"]
 
 #: what the survey reports for each panel (Frankle et al. 2020b, ResNet-20 on CIFAR-10), drawn beside our bars.
@@ -67,16 +67,17 @@ PANEL_TITLES = {
 
 @dataclass
 class Ticket:
-    """One seed's matching ticket and its references, at the last IMP round.
+    """One seed's ticket and its references, at one IMP round (the last one unless asked otherwise).
 
     Attributes:
         seed: seed of W_0 and of the batch order.
         k: the rewinding iteration.
-        mask: the IMP mask (rewinding to k) at the last round.
+        mask: the IMP mask (rewinding to k) at round ``round``.
         init, rewound: full state dicts W_0 and W_k of the dense run (CPU).
         accuracy: final test accuracy of the ticket (W_k under the mask, trained from k).
         k0_accuracy: the same round of IMP with rewinding to 0 (its own masks).
         dense_accuracy: final test accuracy of the dense run.
+        round: the IMP round of the mask (1 = one pruning step).
         density: fraction of weights the mask keeps.
     """
 
@@ -88,6 +89,7 @@ class Ticket:
     accuracy: float
     k0_accuracy: float
     dense_accuracy: float
+    round: int
     density: float = field(init=False)
 
     def __post_init__(self):
@@ -96,7 +98,9 @@ class Ticket:
 
 def setting(quick: bool) -> tuple[RunSpec, dict]:
     """The chapter's run spec and its own settings (``seeds``, ``k``, ``snapshots``, ``kinds`` (the perturbations of
-    panels A-D run over all seeds), ``noise_scales``, ``pretrain_steps``, ``long_pretrain_steps``, ``paper``).
+    panels A-D run over all seeds), ``noise_scales``, ``pretrain_steps``, ``long_pretrain_steps``,
+    ``perturb_rounds`` (the IMP rounds whose tickets panels A-D perturb again for :func:`sparsity_figure`),
+    ``paper``).
 
     Quick: chapter 02's network, the quick spec of the preset ``resnet20_cifar10_unstable`` (the MNIST-1D authors'
     residual MLP on ``mnist1d_large``, SGD 0.2 with momentum and no warmup, 400 steps), 2 IMP rounds of 50 % (25 %
@@ -108,18 +112,19 @@ def setting(quick: bool) -> tuple[RunSpec, dict]:
 
     Full: ResNet-20 on CIFAR-10 as open_lth trains it (preset ``resnet20_cifar10_open_lth``: 62,560 steps), 14
     rounds of 20 % (4.4 % left), k = 500 (Frankle et al. 2020b rewind ResNet-20 to 500 and 2,000), three seeds,
-    every perturbation, noise at 0.25-2 sigma, 2,000 pre-training steps (8,000 for the longer one).
+    every perturbation, noise at 0.25-2 sigma, 2,000 pre-training steps (8,000 for the longer one); panels A-D also
+    at rounds 1, 4 and 9 (80, 41 and 13 % of the weights), the sparsity axis of Frankle et al.'s figures.
     """
     if quick:
         spec = presets.get("resnet20_cifar10_unstable").quick.replace(rounds=2)
         extra = {"seeds": list(range(6)), "k": 50, "snapshots": (0, 25, 50, 100), "noise_scales": (0.5, 2.0),
                  "kinds": [k for k in PERTURBATIONS if k != "random signs"], "pretrain_steps": 25,
-                 "long_pretrain_steps": 100}
+                 "long_pretrain_steps": 100, "perturb_rounds": (1, 2)}
     else:
         spec = presets.get("resnet20_cifar10_open_lth").full.replace(rounds=14)
         extra = {"seeds": [0, 1, 2], "k": 500, "snapshots": (0, 250, 500, 1000, 2000),
                  "noise_scales": (0.25, 0.5, 1.0, 2.0), "kinds": list(PERTURBATIONS), "pretrain_steps": 2000,
-                 "long_pretrain_steps": 8000}
+                 "long_pretrain_steps": 8000, "perturb_rounds": (1, 4, 9, 14)}
     extra["paper"] = (presets.get("resnet20_cifar10_open_lth").paper + ". Frankle et al. (2020b) perturb ResNet-20 "
                       "tickets on CIFAR-10 rewound to k = 500 and k = 2,000 iterations")
     return spec, extra
@@ -137,16 +142,28 @@ def find_tickets(data: Dataset, spec: RunSpec, k: int, seeds: Sequence[int], *, 
                  store=None, progress=False) -> list[Ticket]:
     """IMP with rewinding to ``k`` and to 0 for every seed (one shared dense run per seed, keeping ``snapshots``);
     returns the last round's :class:`Ticket` per seed."""
+    return tickets_by_round(data, spec, k, seeds, (spec.rounds,), snapshots=snapshots, store=store,
+                            progress=progress)[spec.rounds]
+
+
+def tickets_by_round(data: Dataset, spec: RunSpec, k: int, seeds: Sequence[int], rounds: Sequence[int], *,
+                     snapshots: Sequence[int] = (), store=None, progress=False) -> dict[int, list[Ticket]]:
+    """:func:`find_tickets` at several IMP rounds of the same runs: ``{round: [Ticket per seed]}`` for every round
+    of ``rounds`` (each in 1 .. ``spec.rounds``). The IMP runs are the same store entries as :func:`find_tickets`'."""
+    if not rounds or any(not 1 <= r <= spec.rounds for r in rounds):
+        raise ValueError(f"rounds must lie in 1..{spec.rounds} (the spec's IMP rounds), got {tuple(rounds)}")
     snapshots = tuple(sorted({0, int(k), *(int(s) for s in snapshots)}))
     with progress_for(progress, "tickets") as bar:
         rewound = _imp(data, spec, make_reset("rewind", rewind_to=k), seeds, snapshots, store, bar)
         at_zero = _imp(data, spec, make_reset("rewind", rewind_to=0), seeds, snapshots, store, bar)
-    out = []
-    for seed, ticket, k0 in zip(seeds, rewound, at_zero):
-        dense = ticket.rounds[0].ticket
-        out.append(Ticket(seed, int(k), ticket.rounds[-1].mask.cpu(), dense.snapshots[0], dense.snapshots[k],
-                          ticket.rounds[-1].ticket.final_test_accuracy, k0.rounds[-1].ticket.final_test_accuracy,
-                          dense.final_test_accuracy))
+    out: dict[int, list[Ticket]] = {}
+    for r in sorted(set(rounds)):
+        out[r] = []
+        for seed, ticket, k0 in zip(seeds, rewound, at_zero):
+            dense = ticket.rounds[0].ticket
+            out[r].append(Ticket(seed, int(k), ticket.rounds[r].mask.cpu(), dense.snapshots[0], dense.snapshots[k],
+                                 ticket.rounds[r].ticket.final_test_accuracy,
+                                 k0.rounds[r].ticket.final_test_accuracy, dense.final_test_accuracy, r))
     return out
 
 
@@ -210,8 +227,9 @@ def train_from(state: dict, mask: Mask, data: Dataset, spec: RunSpec, seed: int,
 
 def perturbation_sweep(tickets: Sequence[Ticket], data: Dataset, spec: RunSpec, kinds: Sequence[str],
                        noise_scales: Sequence[float] = (1.0,), *, store=None, progress=False) -> list[dict]:
-    """Panels A-D: one row per (seed, perturbation[, noise scale]) with ``panel``, ``kind``, ``label``, ``scale``,
-    ``seed`` and ``accuracy`` (final test accuracy after training from k). All runs train as one population."""
+    """Panels A-D: one row per (ticket, perturbation[, noise scale]) with ``panel``, ``kind``, ``label``, ``scale``,
+    ``seed``, ``round``, ``density`` (the ticket's) and ``accuracy`` (final test accuracy after training from k).
+    ``tickets`` may hold several rounds (:func:`tickets_by_round`). All runs train as one population."""
     rows, starts = [], []
     for t in tickets:
         for kind in kinds:
@@ -219,7 +237,7 @@ def perturbation_sweep(tickets: Sequence[Ticket], data: Dataset, spec: RunSpec, 
                 starts.append((perturbed_start(t, kind, 1.0 if scale is None else scale), t.mask, t.seed, t.k))
                 rows.append({"panel": PERTURBATIONS[kind][0], "kind": kind,
                              "label": kind if scale is None else f"noise {scale:g} sigma", "scale": scale,
-                             "seed": t.seed})
+                             "seed": t.seed, "round": t.round, "density": t.density})
     with progress_for(progress, "perturbations") as bar:
         accuracies = train_many(starts, data, spec, store=store, progress=bar, desc="perturbed tickets")
     return [{**row, "accuracy": acc} for row, acc in zip(rows, accuracies)]
@@ -296,13 +314,22 @@ def references(tickets: Sequence[Ticket]) -> dict[str, np.ndarray]:
             "IMP, rewind to k = 0": np.array([t.k0_accuracy for t in tickets])}
 
 
+#: colours of the perturbations' lines in :func:`sparsity_figure` (none of the references' black, blue and red).
+PERTURBATION_COLORS = ("tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:olive")
+
+
+def _reference_styles(refs: Mapping[str, np.ndarray]) -> dict[str, dict]:
+    """Line styles of :func:`references`' three lines: dense dashed black, the ticket blue, k = 0 red."""
+    return dict(zip(refs, [dict(color="k", ls="--"), dict(color="tab:blue", ls="-"), dict(color="tab:red", ls="-")]))
+
+
 def figure(tickets: Sequence[Ticket], rows: Sequence[dict], title: str = ""):
     """Survey Fig. 9 A-F from our runs: one panel per survey panel (two columns), a bar per perturbation (mean over
     seeds, min-max error bar, a dot per seed), the ticket, k = 0 and dense accuracies as lines with their min-max
     band, and the paper's statement (in the panel's title) drawn as a dotted line at the level it speaks of. One
     legend for all panels, below them, outside the data."""
     refs = references(tickets)
-    styles = dict(zip(refs, [dict(color="k", ls="--"), dict(color="tab:blue", ls="-"), dict(color="tab:red", ls="-")]))
+    styles = _reference_styles(refs)
     panels = [p for p in PANELS if any(r["panel"] == p for r in rows)]
     n_rows = (len(panels) + 1) // 2
     fig, axes = plt.subplots(n_rows, 2, figsize=(14, 2.9 * n_rows + 0.8), layout="constrained", squeeze=False)
@@ -328,6 +355,47 @@ def figure(tickets: Sequence[Ticket], rows: Sequence[dict], title: str = ""):
         ax.set_visible(False)
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def sparsity_figure(tickets: Mapping[int, Sequence[Ticket]], rows: Sequence[dict], title: str = ""):
+    """Survey Fig. 9 A-D against sparsity, as Frankle et al. (2020b) draw them: test accuracy against the weights
+    remaining (percent, log axis, sparser to the right), one panel per perturbation family in ``rows``, a line per
+    perturbation and for the ticket, IMP at k = 0 and the dense network (mean over seeds, band = min-max).
+
+    Args:
+        tickets: ``{round: [Ticket per seed]}`` (:func:`tickets_by_round`), at least one round.
+        rows: :func:`perturbation_sweep` over those tickets (every round, the same labels per round).
+    """
+    rounds = sorted(tickets)
+    x = [100 * np.mean([t.density for t in tickets[r]]) for r in rounds]
+    per_round = [references(tickets[r]) for r in rounds]
+    styles = _reference_styles(per_round[0])
+    panels = [p for p in PANELS if any(r["panel"] == p for r in rows)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels) + 2.4, 3.8), layout="constrained",
+                             squeeze=False, sharey=True)
+
+    def line(ax, values: list[np.ndarray], label: str, **style):
+        mean = [100 * v.mean() for v in values]
+        drawn = ax.plot(x, mean, marker="o", ms=3, label=label, **style)[0]
+        ax.fill_between(x, [100 * v.min() for v in values], [100 * v.max() for v in values],
+                        color=drawn.get_color(), alpha=0.1)
+
+    for ax, panel in zip(axes[0], panels):
+        for name, style in styles.items():
+            line(ax, [refs[name] for refs in per_round], name, **style)
+        labels = dict.fromkeys(r["label"] for r in rows if r["panel"] == panel)
+        for i, label in enumerate(labels):
+            line(ax, [per_seed([row for row in rows if row["round"] == r], label) for r in rounds], label, ls=":",
+                 color=PERTURBATION_COLORS[i % len(PERTURBATION_COLORS)])
+        plots.density_axis(ax)
+        ax.set_xticks(x, [f"{v:.3g}" for v in x])
+        ax.set_title(PANEL_TITLES[panel], fontsize=9, loc="left")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2))      # below the axes, off the data
+    axes[0][0].set_ylabel("test accuracy after training (%)")
     if title:
         fig.suptitle(title)
     return fig
